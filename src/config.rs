@@ -1,0 +1,526 @@
+//! Command line and environment → one validated [`Config`] the rest of the
+//! program reads. Secrets come from the environment only, never from flags.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use reqwest::Url;
+
+use crate::secret::Secret;
+
+/// Demo credentials: public, printed on start-up, accepted only by the demo BigID.
+pub const DEMO_USERNAME: &str = "demo";
+/// The demo user's password.
+pub const DEMO_PASSWORD: &str = "demo";
+/// The demo user token.
+pub const DEMO_USER_TOKEN: &str = "demo-user-token";
+
+/// The command line, as clap parses it (flags with their `env` fallbacks).
+#[derive(Debug, Parser)]
+#[command(
+    name = "bigid-auth-mcp",
+    version,
+    about = "MCP server that authenticates AI agents against BigID",
+    long_about = "MCP server that authenticates AI agents against BigID.\n\n\
+        Secrets are read from the environment only: BIGID_USERNAME, BIGID_PASSWORD, \
+        BIGID_USER_TOKEN and MCP_AUTH_TOKEN."
+)]
+pub struct Cli {
+    /// What to do: serve (default) or check the configuration against BigID.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// BigID API base, including /api/v1, e.g. https://tenant.bigid.com/api/v1
+    #[arg(long, env = "BIGID_URL", value_name = "URL")]
+    pub bigid_url: Option<String>,
+
+    /// Extra PEM root certificate(s) for a BigID behind a private CA.
+    #[arg(long, env = "BIGID_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Whole-request timeout for each call to BigID, in seconds.
+    #[arg(long, env = "BIGID_TIMEOUT", value_name = "SECS", default_value = "30")]
+    pub timeout: f64,
+
+    /// HTTP method for /refresh-access-token (a 405 is retried once with the other).
+    #[arg(long, env = "BIGID_REFRESH_METHOD", value_enum, default_value_t = RefreshMethod::Get)]
+    pub refresh_method: RefreshMethod,
+
+    /// How the token is put in the Authorization header sent to BigID.
+    #[arg(long, env = "BIGID_AUTH_SCHEME", value_enum, default_value_t = AuthScheme::Raw)]
+    pub auth_scheme: AuthScheme,
+
+    /// MCP transport: stdio, or http (Streamable HTTP at /mcp plus legacy SSE at /sse).
+    #[arg(long, env = "MCP_TRANSPORT", value_enum, default_value_t = TransportKind::Stdio)]
+    pub transport: TransportKind,
+
+    /// Listen address for --transport http.
+    #[arg(
+        long,
+        env = "MCP_BIND",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8000"
+    )]
+    pub bind: SocketAddr,
+
+    /// An Origin allowed to call the HTTP endpoints (repeatable); loopback origins always are.
+    #[arg(
+        long = "allowed-origin",
+        env = "MCP_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Serve /mcp without server-side sessions (for several instances behind a load balancer).
+    #[arg(long, env = "MCP_STATELESS")]
+    pub stateless: bool,
+
+    /// Do not reuse still-valid system tokens.
+    #[arg(long)]
+    pub no_token_cache: bool,
+
+    /// BIGID_TOKEN_CACHE=false turns the cache off, like --no-token-cache.
+    #[arg(
+        long = "token-cache",
+        env = "BIGID_TOKEN_CACHE",
+        hide = true,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub token_cache: bool,
+
+    /// Log line format on stderr (level from RUST_LOG, default info).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Start an embedded fake BigID on loopback and use it (credentials demo/demo).
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// Subcommands besides serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Verify the configuration against BigID step by step; exit 0 only when all works.
+    Check,
+}
+
+/// HTTP method for `/refresh-access-token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RefreshMethod {
+    /// What BigID's own clients and documentation use.
+    Get,
+    /// What the OpenAPI document says.
+    Post,
+}
+
+impl RefreshMethod {
+    /// The other method, for the one retry after a 405.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Get => Self::Post,
+            Self::Post => Self::Get,
+        }
+    }
+
+    /// The value of `BIGID_REFRESH_METHOD` that selects this method.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Post => "post",
+        }
+    }
+}
+
+/// How a token goes into the `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthScheme {
+    /// `Authorization: <token>`, what BigID deployments accept.
+    Raw,
+    /// `Authorization: Bearer <token>`, what the OpenAPI document says.
+    Bearer,
+}
+
+/// Which MCP transport to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// JSON-RPC lines on stdin/stdout.
+    Stdio,
+    /// Streamable HTTP and legacy HTTP+SSE on one port.
+    Http,
+}
+
+/// Format of log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Serve, or check the configuration.
+    pub command: Option<Command>,
+    /// How to reach BigID.
+    pub bigid: BigIdConfig,
+    /// Credentials the tools fall back to when their arguments omit them.
+    pub defaults: Defaults,
+    /// Which transport to serve and how.
+    pub transport: Transport,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Whether the embedded demo BigID is to be started and used.
+    pub demo: bool,
+}
+
+/// Everything the BigID client needs.
+#[derive(Debug, Clone)]
+pub struct BigIdConfig {
+    /// API base including `/api/v1`, without a trailing slash; `None` until the
+    /// demo BigID has started.
+    pub url: Option<Url>,
+    /// Extra PEM roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Method for `/refresh-access-token`.
+    pub refresh_method: RefreshMethod,
+    /// Authorization header scheme.
+    pub auth_scheme: AuthScheme,
+    /// Whether still-valid system tokens are reused.
+    pub token_cache: bool,
+}
+
+/// Credentials from the environment (or the demo's), used when a tool call omits them.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// `BIGID_USERNAME`.
+    pub username: Option<String>,
+    /// `BIGID_PASSWORD`.
+    pub password: Option<Secret>,
+    /// `BIGID_USER_TOKEN`.
+    pub user_token: Option<Secret>,
+}
+
+/// The selected transport with its settings.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// stdin/stdout.
+    Stdio,
+    /// HTTP on a socket.
+    Http(HttpConfig),
+}
+
+/// Settings of the HTTP transport.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// `MCP_AUTH_TOKEN`: the bearer token clients must present, if any.
+    pub auth_token: Option<Secret>,
+    /// Origins allowed besides loopback ones.
+    pub allowed_origins: Vec<String>,
+    /// Serve `/mcp` without server-side sessions.
+    pub stateless: bool,
+}
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// No BigID URL and no `--demo`.
+    #[error(
+        "no BigID URL: set BIGID_URL (or --bigid-url) to your API base, e.g. \
+         https://tenant.bigid.com/api/v1, or run with --demo to try the embedded fake BigID"
+    )]
+    MissingUrl,
+    /// The URL does not parse or is not http(s).
+    #[error("BIGID_URL `{url}` is not a valid http(s) URL: {reason}")]
+    BadUrl {
+        /// The URL with any userinfo removed.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The timeout is not a positive number of seconds.
+    #[error("BIGID_TIMEOUT must be a number of seconds between 0.1 and 3600, not {0}")]
+    BadTimeout(String),
+    /// A non-loopback bind without a bearer token.
+    #[error(
+        "refusing to listen on {0} without MCP_AUTH_TOKEN: anyone who can reach it could \
+         obtain BigID tokens. Set MCP_AUTH_TOKEN, or bind a loopback address such as 127.0.0.1:8000"
+    )]
+    UnprotectedBind(SocketAddr),
+    /// An allowed origin that is not `scheme://host[:port]`.
+    #[error("allowed origin `{0}` is not of the form scheme://host[:port]")]
+    BadOrigin(String),
+}
+
+impl Config {
+    /// Validates the parsed command line, reading secrets through `env`.
+    pub fn from_cli(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // An empty variable (a placeholder left blank in mcp.json) counts as unset.
+        let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+
+        let url = match (&cli.bigid_url, cli.demo) {
+            (_, true) => None,
+            (Some(raw), false) => Some(parse_bigid_url(raw)?),
+            (None, false) => return Err(ConfigError::MissingUrl),
+        };
+        if !(cli.timeout.is_finite() && (0.1..=3600.0).contains(&cli.timeout)) {
+            return Err(ConfigError::BadTimeout(cli.timeout.to_string()));
+        }
+
+        let mut defaults = Defaults {
+            username: var("BIGID_USERNAME"),
+            password: var("BIGID_PASSWORD").map(Secret::new),
+            user_token: var("BIGID_USER_TOKEN").map(Secret::new),
+        };
+        if cli.demo {
+            defaults
+                .username
+                .get_or_insert_with(|| DEMO_USERNAME.into());
+            defaults
+                .password
+                .get_or_insert_with(|| Secret::new(DEMO_PASSWORD));
+            defaults
+                .user_token
+                .get_or_insert_with(|| Secret::new(DEMO_USER_TOKEN));
+        }
+
+        let transport = match cli.transport {
+            TransportKind::Stdio => Transport::Stdio,
+            TransportKind::Http => {
+                let auth_token = var("MCP_AUTH_TOKEN").map(Secret::new);
+                if auth_token.is_none() && !cli.bind.ip().is_loopback() {
+                    return Err(ConfigError::UnprotectedBind(cli.bind));
+                }
+                let allowed_origins = cli
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.trim())
+                    .filter(|o| !o.is_empty())
+                    .map(normalize_origin)
+                    .collect::<Result<_, _>>()?;
+                Transport::Http(HttpConfig {
+                    bind: cli.bind,
+                    auth_token,
+                    allowed_origins,
+                    stateless: cli.stateless,
+                })
+            }
+        };
+
+        Ok(Config {
+            command: cli.command,
+            bigid: BigIdConfig {
+                url,
+                ca_cert: cli.ca_cert,
+                timeout: Duration::from_secs_f64(cli.timeout),
+                refresh_method: cli.refresh_method,
+                auth_scheme: cli.auth_scheme,
+                token_cache: cli.token_cache && !cli.no_token_cache,
+            },
+            defaults,
+            transport,
+            log_format: cli.log_format,
+            demo: cli.demo,
+        })
+    }
+}
+
+/// Parses and normalises the BigID API base. Userinfo is refused: it would
+/// put a credential in every error message that names the URL.
+pub fn parse_bigid_url(raw: &str) -> Result<Url, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadUrl {
+        url: strip_userinfo(raw),
+        reason: reason.into(),
+    };
+    let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if url.host().is_none() {
+        return Err(bad("it has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "it must not carry credentials; use BIGID_USERNAME and BIGID_PASSWORD",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it must not have a query or fragment"));
+    }
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&path);
+    Ok(url)
+}
+
+fn strip_userinfo(raw: &str) -> String {
+    match (raw.find("://"), raw.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}[credentials]{}", &raw[..scheme_end + 3], &raw[at..])
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// `HTTPS://App.Example.com:443/` → `https://app.example.com:443`.
+fn normalize_origin(origin: &str) -> Result<String, ConfigError> {
+    let bad = || ConfigError::BadOrigin(origin.to_owned());
+    let url = Url::parse(origin).map_err(|_| bad())?;
+    if url.host_str().is_none() || url.path() != "/" && !url.path().is_empty() {
+        return Err(bad());
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cli =
+            Cli::try_parse_from(std::iter::once("bigid-auth-mcp").chain(args.iter().copied()))
+                .expect("parses");
+        Config::from_cli(cli, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn requires_a_url_unless_demo() {
+        assert_eq!(config(&[], &[]).unwrap_err(), ConfigError::MissingUrl);
+        let demo = config(&["--demo"], &[]).unwrap();
+        assert!(demo.bigid.url.is_none());
+        assert_eq!(demo.defaults.username.as_deref(), Some(DEMO_USERNAME));
+        assert_eq!(demo.defaults.user_token.unwrap().expose(), DEMO_USER_TOKEN);
+    }
+
+    #[test]
+    fn demo_defaults_do_not_override_the_environment() {
+        let cfg = config(&["--demo"], &[("BIGID_USERNAME", "alice")]).unwrap();
+        assert_eq!(cfg.defaults.username.as_deref(), Some("alice"));
+        assert_eq!(cfg.defaults.password.unwrap().expose(), DEMO_PASSWORD);
+    }
+
+    #[test]
+    fn trailing_slash_is_trimmed_and_defaults_apply() {
+        let cfg = config(&["--bigid-url", "https://t.bigid.com/api/v1/"], &[]).unwrap();
+        assert_eq!(
+            cfg.bigid.url.unwrap().as_str(),
+            "https://t.bigid.com/api/v1"
+        );
+        assert_eq!(cfg.bigid.timeout, Duration::from_secs(30));
+        assert_eq!(cfg.bigid.refresh_method, RefreshMethod::Get);
+        assert_eq!(cfg.bigid.auth_scheme, AuthScheme::Raw);
+        assert!(cfg.bigid.token_cache);
+        assert!(matches!(cfg.transport, Transport::Stdio));
+    }
+
+    #[test]
+    fn rejects_urls_with_credentials_without_echoing_them() {
+        let err = config(
+            &["--bigid-url", "https://bob:s3cret@t.bigid.com/api/v1"],
+            &[],
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("must not carry credentials"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn rejects_non_http_urls_and_bad_timeouts() {
+        assert!(matches!(
+            config(&["--bigid-url", "ftp://x/api/v1"], &[]),
+            Err(ConfigError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            config(&["--bigid-url", "not a url"], &[]),
+            Err(ConfigError::BadUrl { .. })
+        ));
+        for t in ["0", "-1", "NaN", "100000"] {
+            assert!(matches!(
+                config(&[&format!("--timeout={t}"), "--demo"], &[]),
+                Err(ConfigError::BadTimeout(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn empty_environment_values_count_as_unset() {
+        let cfg = config(&["--demo"], &[("BIGID_PASSWORD", " ")]).unwrap();
+        assert_eq!(cfg.defaults.password.unwrap().expose(), DEMO_PASSWORD);
+    }
+
+    #[test]
+    fn token_cache_can_be_turned_off_by_flag_or_env() {
+        assert!(
+            !config(&["--demo", "--no-token-cache"], &[])
+                .unwrap()
+                .bigid
+                .token_cache
+        );
+        let cli = Cli::try_parse_from(["x", "--demo", "--token-cache", "false"]).unwrap();
+        assert!(!Config::from_cli(cli, |_| None).unwrap().bigid.token_cache);
+    }
+
+    #[test]
+    fn refuses_public_bind_without_auth_token() {
+        let err = config(
+            &["--demo", "--transport", "http", "--bind", "0.0.0.0:8000"],
+            &[],
+        );
+        assert!(matches!(err, Err(ConfigError::UnprotectedBind(_))));
+        let ok = config(
+            &["--demo", "--transport", "http", "--bind", "0.0.0.0:8000"],
+            &[("MCP_AUTH_TOKEN", "t0k")],
+        )
+        .unwrap();
+        let Transport::Http(http) = ok.transport else {
+            panic!("http transport expected")
+        };
+        assert_eq!(http.auth_token.unwrap().expose(), "t0k");
+        assert!(!format!("{:?}", ok.defaults).contains("demo-user-token"));
+    }
+
+    #[test]
+    fn normalizes_allowed_origins() {
+        let cfg = config(
+            &[
+                "--demo",
+                "--transport",
+                "http",
+                "--allowed-origin",
+                "HTTPS://App.Example.com/",
+            ],
+            &[],
+        )
+        .unwrap();
+        let Transport::Http(http) = cfg.transport else {
+            panic!("http transport expected")
+        };
+        assert_eq!(http.allowed_origins, ["https://app.example.com"]);
+        assert!(matches!(
+            config(
+                &[
+                    "--demo",
+                    "--transport",
+                    "http",
+                    "--allowed-origin",
+                    "https://a.com/path"
+                ],
+                &[]
+            ),
+            Err(ConfigError::BadOrigin(_))
+        ));
+    }
+}

@@ -1,0 +1,369 @@
+//! The embedded fake BigID: serves `--demo` and the tests, with switchable
+//! faults so every failure of a real deployment can be reproduced on loopback.
+//!
+//! Accounts: `demo` / `demo`, and any `NAME` with password `NAME-password`.
+//! User tokens: `demo-user-token` (user `demo`) and `demo-user-token-NAME`.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{any, post},
+    serve::ListenerExt,
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use reqwest::Url;
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME};
+
+/// Lifetime of the session and system tokens the fake issues.
+pub const TOKEN_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// A misbehaviour of the fake, applied to every request until changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Behave like a healthy BigID.
+    #[default]
+    None,
+    /// Answer with this status and a JSON `{"message": …}` body.
+    Status(u16),
+    /// Answer 200 with an HTML page (what BigID's proxies do for a 502).
+    HtmlPage,
+    /// Answer 200 with a body that is not valid JSON.
+    InvalidJson,
+    /// Wait this long before answering.
+    Slow(Duration),
+    /// Answer 200 with a body of this many bytes.
+    Oversized(usize),
+    /// Answer a login with 200, `"success": false` and `Content-Type: text/html`.
+    LoginSuccessFalse,
+    /// Send half a JSON body, then break the connection.
+    Truncated,
+    /// Answer `/refresh-access-token` with 405 unless the method is this one.
+    RefreshOnly(Method),
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// HTTP method.
+    pub method: Method,
+    /// Path, e.g. `/api/v1/sessions`.
+    pub path: String,
+    /// The `Authorization` header as received.
+    pub authorization: Option<String>,
+    /// The request body as received.
+    pub body: Bytes,
+}
+
+#[derive(Default)]
+struct FakeState {
+    fault: Mutex<Fault>,
+    requests: Mutex<Vec<Recorded>>,
+    connections: AtomicUsize,
+    serial: AtomicU64,
+}
+
+/// A running fake BigID on a loopback port; stops when dropped.
+pub struct FakeBigId {
+    url: Url,
+    state: Arc<FakeState>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl FakeBigId {
+    /// Starts the fake on an ephemeral port of 127.0.0.1.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts the fake on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let state = Arc::new(FakeState::default());
+        let app = Router::new()
+            .route("/api/v1/sessions", post(sessions))
+            .route("/api/v1/refresh-access-token", any(refresh))
+            .with_state(state.clone());
+        let counted = state.clone();
+        let listener = listener.tap_io(move |_| {
+            counted.connections.fetch_add(1, Ordering::Relaxed);
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+            }
+        });
+        let url = Url::parse(&format!("http://{local}/api/v1"))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Self {
+            url,
+            state,
+            stop,
+            task,
+        })
+    }
+
+    /// The API base, e.g. `http://127.0.0.1:PORT/api/v1`.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Makes every following request misbehave this way.
+    pub fn set_fault(&self, fault: Fault) {
+        *lock(&self.state.fault) = fault;
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state.requests).clone()
+    }
+
+    /// How many requests were received so far.
+    pub fn request_count(&self) -> usize {
+        lock(&self.state.requests).len()
+    }
+
+    /// How many TCP connections were accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// Stops serving and waits for the server task to end.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for FakeBigId {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records the request and applies the fault shared by both endpoints, if any.
+async fn intake(
+    state: &FakeState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(), Response> {
+    lock(&state.requests).push(Recorded {
+        method: method.clone(),
+        path: path.to_owned(),
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: body.clone(),
+    });
+    let fault = lock(&state.fault).clone();
+    match fault {
+        Fault::None | Fault::LoginSuccessFalse | Fault::RefreshOnly(_) => Ok(()),
+        Fault::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            Ok(())
+        }
+        Fault::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let reason = status.canonical_reason().unwrap_or("error");
+            Err((
+                status,
+                axum::Json(json!({"status": "error", "message": reason})),
+            )
+                .into_response())
+        }
+        Fault::HtmlPage => Err((
+            [(header::CONTENT_TYPE, "text/html")],
+            "<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response()),
+        Fault::InvalidJson => Err((
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"success\": true, \"auth_token\": ",
+        )
+            .into_response()),
+        Fault::Oversized(bytes) => Err((
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(bytes.saturating_sub(10))),
+        )
+            .into_response()),
+        Fault::Truncated => {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from_static(b"{\"success\": true, \"systemTo")),
+                Err(std::io::Error::other("connection cut by the fake")),
+            ];
+            Err(Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, "200")
+                .body(Body::from_stream(futures_util::stream::iter(chunks)))
+                .unwrap_or_default())
+        }
+    }
+}
+
+async fn sessions(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(response) = intake(&state, &Method::POST, "/api/v1/sessions", &headers, &body).await
+    {
+        return response;
+    }
+    let login: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (Some(user), Some(password)) = (
+        login.get("username").and_then(Value::as_str),
+        login.get("password").and_then(Value::as_str),
+    ) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"message": "username and password are required"})),
+        )
+            .into_response();
+    };
+    let valid = (user == DEMO_USERNAME && password == DEMO_PASSWORD)
+        || password == format!("{user}-password");
+    if *lock(&state.fault) == Fault::LoginSuccessFalse || (!valid && user.starts_with("html-")) {
+        // What real BigID does for a failed login: 200, success false, labelled HTML.
+        return (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            json!({"success": false, "message": "Login failed: wrong username or password"})
+                .to_string(),
+        )
+            .into_response();
+    }
+    if !valid {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"success": false, "message": "Invalid username or password"})),
+        )
+            .into_response();
+    }
+    let token = issue(&state, user, "access-token");
+    axum::Json(json!({
+        "success": true,
+        "message": "Enjoy your token!",
+        "auth_token": token,
+        "username": user,
+        "firstName": capitalize(user),
+        "permissions": demo_permissions(),
+    }))
+    .into_response()
+}
+
+async fn refresh(
+    State(state): State<Arc<FakeState>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = "/api/v1/refresh-access-token";
+    if let Err(response) = intake(&state, &method, path, &headers, &body).await {
+        return response;
+    }
+    let only = match lock(&state.fault).clone() {
+        Fault::RefreshOnly(m) => Some(m),
+        _ => None,
+    };
+    if !matches!(method, Method::GET | Method::POST) || only.is_some_and(|m| m != method) {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            axum::Json(json!({"message": "Method Not Allowed"})),
+        )
+            .into_response();
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
+    let user = match token {
+        Some(DEMO_USER_TOKEN) => Some(DEMO_USERNAME),
+        Some(t) => t
+            .strip_prefix(DEMO_USER_TOKEN)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .filter(|name| !name.is_empty()),
+        None => None,
+    };
+    let Some(user) = user else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"success": false, "message": "Invalid user token"})),
+        )
+            .into_response();
+    };
+    let token = issue(&state, user, "system-token");
+    axum::Json(json!({"success": true, "systemToken": token})).into_response()
+}
+
+/// A JWT-shaped token: real header and claims, a signature nobody checks.
+fn issue(state: &FakeState, user: &str, kind: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let serial = state.serial.fetch_add(1, Ordering::Relaxed);
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = json!({
+        "sub": user,
+        "type": kind,
+        "iat": now,
+        "exp": now + TOKEN_TTL.as_secs(),
+        "jti": serial,
+        "iss": "bigid-auth-mcp-demo",
+    });
+    let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signature = URL_SAFE_NO_PAD.encode(format!("demo-signature-{serial}"));
+    format!("{header}.{claims}.{signature}")
+}
+
+fn capitalize(user: &str) -> String {
+    let mut chars = user.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// Enough permission strings to show why the tool only counts them by default.
+fn demo_permissions() -> Vec<String> {
+    let areas = [
+        "catalog",
+        "data_sources",
+        "policies",
+        "reports",
+        "scans",
+        "users",
+    ];
+    let actions = ["read", "create", "edit", "delete", "manage"];
+    areas
+        .iter()
+        .flat_map(|a| actions.iter().map(move |v| format!("permission.{a}.{v}")))
+        .collect()
+}

@@ -1,0 +1,11 @@
+//! bigid-auth-mcp: an MCP server that authenticates AI agents against BigID.
+
+pub mod bigid;
+pub mod cache;
+pub mod config;
+pub mod demo;
+pub mod jwt;
+pub mod secret;
+pub mod server;
+pub mod tools;
+pub mod transport;

@@ -1,0 +1,31 @@
+//! MCP over stdin/stdout: what Claude Desktop, Claude Code and agent
+//! frameworks spawn. stdout carries JSON-RPC only; logs go to stderr.
+
+use rmcp::ServiceExt;
+
+use crate::server::BigIdServer;
+
+/// Serves one client on stdio until stdin closes or a signal arrives.
+pub async fn serve(server: BigIdServer) -> anyhow::Result<()> {
+    let session = async {
+        // Non-blocking pipes when spawned by a client; blocking stdio otherwise.
+        let running = match server.serve(rmcp::transport::stdio_pipes()).await {
+            Ok(running) => running,
+            Err(e) => {
+                // stdin closed (or garbage) before `initialize`: nothing to serve.
+                tracing::info!("no MCP session on stdio: {e}");
+                return Ok(());
+            }
+        };
+        running.waiting().await?;
+        tracing::info!("stdin closed; exiting");
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        result = session => result,
+        _ = super::shutdown_signal() => {
+            tracing::info!("signal received; exiting");
+            Ok(())
+        }
+    }
+}
