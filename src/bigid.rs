@@ -132,8 +132,8 @@ pub enum Error {
     },
     /// The body is not JSON (often an HTML error page from a proxy).
     #[error(
-        "BigID at {url} answered HTTP {status} with {what} instead of JSON; check that \
-         BIGID_URL is the API base ending in /api/v1 and that BigID is healthy"
+        "BigID at {url} answered HTTP {status} with {what}; check that BIGID_URL is the \
+         API base ending in /api/v1 and that BigID is healthy"
     )]
     NotJson {
         /// The endpoint called.
@@ -159,8 +159,8 @@ pub enum Error {
         /// The cap.
         limit: usize,
     },
-    /// The connection broke while the body was read.
-    #[error("reading the response from BigID at {url} failed: {cause}")]
+    /// The connection broke after the request was sent.
+    #[error("the connection to BigID at {url} broke before a complete answer: {cause}")]
     Body {
         /// The endpoint called.
         url: String,
@@ -453,7 +453,7 @@ impl Client {
         let cause = chain(&error);
         if has_tls_cause(&error) {
             Error::Tls { url, cause }
-        } else if error.is_connect() || error.is_request() {
+        } else if error.is_connect() {
             Error::Unreachable { url, cause }
         } else {
             Error::Body { url, cause }
@@ -536,7 +536,7 @@ fn describe_body(body: &[u8]) -> String {
         || start.starts_with("<html")
         || start.contains("<body")
     {
-        "an HTML page".into()
+        "an HTML page instead of JSON".into()
     } else if start.starts_with('{') || start.starts_with('[') {
         "malformed or truncated JSON".into()
     } else {
@@ -544,24 +544,15 @@ fn describe_body(body: &[u8]) -> String {
     }
 }
 
-/// The error and its sources, without the URL reqwest adds (ours is named separately).
+/// The error's sources, most specific last. reqwest's own layer only repeats
+/// the URL (named separately in our messages), so it is skipped when it has a cause.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(error);
     while let Some(e) = current {
-        let text = match e.downcast_ref::<reqwest::Error>() {
-            Some(re) if re.url().is_some() => {
-                let mut shown = re.to_string();
-                if let Some(url) = re.url() {
-                    shown = shown
-                        .replace(&format!(" ({url})"), "")
-                        .replace(url.as_str(), "");
-                }
-                shown
-            }
-            _ => e.to_string(),
-        };
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+        let skip = e.is::<reqwest::Error>() && e.source().is_some();
+        let text = e.to_string();
+        if !skip && !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         current = e.source();
@@ -603,7 +594,10 @@ mod tests {
     #[test]
     fn describes_bodies_that_are_not_json() {
         assert_eq!(describe_body(b""), "an empty body");
-        assert_eq!(describe_body(b"  <!DOCTYPE html><html>"), "an HTML page");
+        assert_eq!(
+            describe_body(b"  <!DOCTYPE html><html>"),
+            "an HTML page instead of JSON"
+        );
         assert_eq!(
             describe_body(b"{\"success\": tr"),
             "malformed or truncated JSON"

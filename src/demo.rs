@@ -222,7 +222,14 @@ async fn intake(
             Err(Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::CONTENT_LENGTH, "200")
-                .body(Body::from_stream(futures_util::stream::iter(chunks)))
+                // The pause lets the headers and first chunk go out before the cut.
+                .body(Body::from_stream(futures_util::StreamExt::then(
+                    futures_util::stream::iter(chunks),
+                    |chunk| async {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        chunk
+                    },
+                )))
                 .unwrap_or_default())
         }
     }

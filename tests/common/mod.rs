@@ -1,0 +1,189 @@
+//! Helpers shared by the end-to-end tests: MCP clients in-process and
+//! through the real binary, and snapshot settings.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::{process::Stdio, time::Duration};
+
+use bigid_auth_mcp::{bigid, config, server::BigIdServer};
+use rmcp::{
+    RoleClient, ServiceExt,
+    model::{
+        CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+        ProtocolVersion,
+    },
+    service::RunningService,
+    transport::TokioChildProcess,
+};
+use serde_json::Value;
+use tokio::{io::AsyncReadExt, task::JoinHandle};
+
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// An MCP client session.
+pub type Client = RunningService<RoleClient, ClientConfig>;
+
+/// Environment variables of the contract, cleared so the host's never leak in.
+pub const CONTRACT_ENV: &[&str] = &[
+    "BIGID_URL",
+    "BIGID_USERNAME",
+    "BIGID_PASSWORD",
+    "BIGID_USER_TOKEN",
+    "BIGID_CA_CERT",
+    "BIGID_TIMEOUT",
+    "BIGID_REFRESH_METHOD",
+    "BIGID_AUTH_SCHEME",
+    "BIGID_TOKEN_CACHE",
+    "MCP_TRANSPORT",
+    "MCP_BIND",
+    "MCP_AUTH_TOKEN",
+    "MCP_ALLOWED_ORIGINS",
+    "MCP_STATELESS",
+    "LOG_FORMAT",
+    "RUST_LOG",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// A client that speaks a pinned protocol version (rmcp's default is a draft).
+pub fn client_config() -> ClientConfig {
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("bigid-auth-mcp-tests", "0.0.0"),
+    )
+    .with_protocol_version(ProtocolVersion::V_2025_06_18)
+}
+
+/// The BigID settings the binary would use by default, pointed at `url`.
+pub fn bigid_config(url: &reqwest::Url) -> config::BigIdConfig {
+    config::BigIdConfig {
+        url: Some(url.clone()),
+        ca_cert: None,
+        timeout: Duration::from_secs(5),
+        refresh_method: config::RefreshMethod::Get,
+        auth_scheme: config::AuthScheme::Raw,
+        token_cache: true,
+    }
+}
+
+/// Connects an in-process client to a server over an in-memory pipe.
+pub async fn connect_in_process(
+    url: &reqwest::Url,
+    bigid: config::BigIdConfig,
+    defaults: config::Defaults,
+) -> anyhow::Result<Client> {
+    let client = bigid::Client::new(url, &bigid)?;
+    let server = BigIdServer::new(client, defaults, bigid.token_cache);
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    Ok(tokio::time::timeout(WAIT, client_config().serve(client_io)).await??)
+}
+
+/// The real binary, spawned with a clean contract environment plus `env`.
+pub fn binary(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bigid-auth-mcp"));
+    command.args(args).kill_on_drop(true);
+    for name in CONTRACT_ENV {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// A client talking to the real binary over stdio, and its stderr as it
+/// will read once the process ends.
+pub struct Spawned {
+    /// The MCP session.
+    pub client: Client,
+    /// Everything the process wrote to stderr, available after it exits.
+    pub stderr: JoinHandle<String>,
+}
+
+impl Spawned {
+    /// Closes stdin (the server exits on EOF) and returns all of stderr.
+    pub async fn finish(self) -> anyhow::Result<String> {
+        tokio::time::timeout(WAIT, self.client.cancel()).await??;
+        Ok(tokio::time::timeout(WAIT, self.stderr).await??)
+    }
+}
+
+/// Spawns the binary on stdio and completes the MCP handshake.
+pub async fn spawn_stdio(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Spawned> {
+    let (transport, stderr) = TokioChildProcess::builder(binary(args, env))
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = stderr.ok_or_else(|| anyhow::anyhow!("no stderr pipe"))?;
+    let stderr = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let client = tokio::time::timeout(WAIT, client_config().serve(transport)).await??;
+    Ok(Spawned { client, stderr })
+}
+
+/// Calls a tool with JSON arguments, bounded by [`WAIT`].
+pub async fn call(client: &Client, tool: &str, args: Value) -> anyhow::Result<CallToolResult> {
+    let mut params = CallToolRequestParams::new(tool.to_owned());
+    if let Value::Object(map) = args {
+        params = params.with_arguments(map);
+    }
+    Ok(tokio::time::timeout(WAIT, client.call_tool(params)).await??)
+}
+
+/// All text content of a result, joined.
+pub fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Asserts an error result (text only) and returns its text.
+pub fn error_text(result: &CallToolResult) -> String {
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "expected an error result: {result:?}"
+    );
+    assert!(
+        result.structured_content.is_none(),
+        "error results carry no structuredContent: {result:?}"
+    );
+    text(result)
+}
+
+/// Asserts a success and returns its structured content.
+pub fn structured(result: &CallToolResult) -> Value {
+    assert_ne!(
+        result.is_error,
+        Some(true),
+        "expected success: {}",
+        text(result)
+    );
+    let value = result
+        .structured_content
+        .clone()
+        .unwrap_or_else(|| panic!("success without structuredContent: {result:?}"));
+    let copy: Value = serde_json::from_str(&text(result)).expect("text content is the same JSON");
+    assert_eq!(copy, value, "text content repeats structuredContent");
+    value
+}
+
+/// Snapshots live in the top-level `snapshots/` folder under plain names.
+pub fn snapshot_settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings
+}
