@@ -182,7 +182,7 @@ fn detail(message: &Option<String>) -> String {
 /// A BigID deployment, reached through one shared keep-alive connection pool.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: Arc<LazyHttp>,
     sessions_url: Url,
     refresh_url: Url,
     timeout: Duration,
@@ -206,6 +206,45 @@ impl RefreshPreference {
     }
 }
 
+/// The reqwest client, built on the first call to BigID instead of at
+/// start-up: building it loads and parses the system's TLS roots (every file
+/// in /etc/ssl/certs), which was most of the time from spawn to the
+/// `initialize` answer, and which a session that never calls BigID (or
+/// calls a plain-HTTP one) should not pay.
+struct LazyHttp {
+    settings: HttpSettings,
+    client: tokio::sync::OnceCell<reqwest::Client>,
+}
+
+/// What the reqwest client is built from. The `--ca-cert` roots are read
+/// and parsed in [`Client::new`], so a bad file still stops start-up.
+struct HttpSettings {
+    timeout: Duration,
+    no_proxy: bool,
+    extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl HttpSettings {
+    fn build(&self) -> Result<reqwest::Client, Error> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("bigid-auth-mcp/", env!("CARGO_PKG_VERSION")))
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none());
+        if self.no_proxy {
+            builder = builder.no_proxy();
+        }
+        if !self.extra_roots.is_empty() {
+            builder = builder.tls_certs_merge(self.extra_roots.clone());
+        }
+        builder
+            .build()
+            .map_err(|e| Error::Setup(format!("cannot set up the HTTP client: {}", chain(&e))))
+    }
+}
+
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
@@ -216,29 +255,26 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// Builds the client for `base` (the API base including `/api/v1`).
+    /// Builds the client for `base` (the API base including `/api/v1`). The
+    /// `--ca-cert` file is read here; the HTTP client itself on first use.
     pub fn new(base: &Url, config: &BigIdConfig) -> Result<Self, Error> {
         // reqwest is built without a default crypto provider; ring is ours.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("bigid-auth-mcp/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none());
-        if is_loopback(base) {
+        let extra_roots = match &config.ca_cert {
+            Some(path) => load_ca_certs(path)?,
+            None => Vec::new(),
+        };
+        let settings = HttpSettings {
+            timeout: config.timeout,
             // The demo BigID and local fakes must never be routed through HTTP(S)_PROXY.
-            builder = builder.no_proxy();
-        }
-        if let Some(path) = &config.ca_cert {
-            builder = builder.tls_certs_merge(load_ca_certs(path)?);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| Error::Setup(format!("cannot set up the HTTP client: {}", chain(&e))))?;
+            no_proxy: is_loopback(base),
+            extra_roots,
+        };
         Ok(Self {
-            http,
+            http: Arc::new(LazyHttp {
+                settings,
+                client: tokio::sync::OnceCell::new(),
+            }),
             sessions_url: endpoint(base, "sessions"),
             refresh_url: endpoint(base, "refresh-access-token"),
             timeout: config.timeout,
@@ -248,6 +284,15 @@ impl Client {
                 flipped: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// The shared reqwest client, built by the first caller. A failed build
+    /// is not kept: the next call tries again.
+    async fn http(&self) -> Result<&reqwest::Client, Error> {
+        let lazy = &*self.http;
+        lazy.client
+            .get_or_try_init(|| async { lazy.settings.build() })
+            .await
     }
 
     /// The `/sessions` endpoint, for messages.
@@ -269,7 +314,8 @@ impl Client {
         let body = serde_json::to_vec(&SessionRequest { username, password })
             .map_err(|e| Error::Setup(format!("cannot encode the login request: {e}")))?;
         let request = self
-            .http
+            .http()
+            .await?
             .post(self.sessions_url.clone())
             .header(header::ACCEPT, "application/json")
             .header(header::CONTENT_TYPE, "application/json")
@@ -356,7 +402,8 @@ impl Client {
         })?;
         authorization.set_sensitive(true);
         let request = self
-            .http
+            .http()
+            .await?
             .request(http_method(method), self.refresh_url.clone())
             .header(header::ACCEPT, "application/json")
             .header(header::AUTHORIZATION, authorization);
