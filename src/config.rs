@@ -258,6 +258,9 @@ pub enum ConfigError {
     /// An allowed origin that is not `scheme://host[:port]`.
     #[error("allowed origin `{0}` is not of the form scheme://host[:port]")]
     BadOrigin(String),
+    /// The `--ca-cert` file is missing, unreadable or holds no PEM certificate.
+    #[error("{0}")]
+    BadCaCert(String),
 }
 
 impl Config {
@@ -273,6 +276,11 @@ impl Config {
         };
         if !(cli.timeout.is_finite() && (0.1..=3600.0).contains(&cli.timeout)) {
             return Err(ConfigError::BadTimeout(cli.timeout.to_string()));
+        }
+        // Read now, so that a wrong path stops the server at start-up rather
+        // than surfacing as a TLS failure on the first tool call.
+        if let Some(path) = &cli.ca_cert {
+            crate::bigid::load_ca_certs(path).map_err(|e| ConfigError::BadCaCert(e.to_string()))?;
         }
 
         let mut defaults = Defaults {
@@ -522,5 +530,39 @@ mod tests {
             ),
             Err(ConfigError::BadOrigin(_))
         ));
+    }
+
+    #[test]
+    fn ca_cert_problems_stop_start_up_with_the_file_named() {
+        let dir = std::env::temp_dir().join(format!("bigid-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let err = config(&["--demo", "--ca-cert", missing.to_str().unwrap()], &[]).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, ConfigError::BadCaCert(_)));
+        assert!(
+            message.contains("cannot read BIGID_CA_CERT file"),
+            "{message}"
+        );
+        assert!(message.contains("missing.pem"), "{message}");
+
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+        let message = config(&["--demo", "--ca-cert", not_pem.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("holds no PEM certificate"), "{message}");
+
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let message = config(&["--demo", "--ca-cert", broken.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("broken.pem"), "{message}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
