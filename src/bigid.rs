@@ -129,18 +129,17 @@ pub enum Error {
         cause: String,
     },
     /// The TLS handshake failed, usually an unknown CA.
-    #[error(
-        "TLS with BigID at {url} failed: {cause}. If the deployment uses a private CA, \
-         point BIGID_CA_CERT at its PEM certificate"
-    )]
+    #[error("TLS with BigID at {url} failed: {cause}. {}", problem.hint())]
     Tls {
         /// The endpoint called.
         url: String,
         /// What rustls said.
         cause: String,
+        /// What that means for the operator.
+        problem: TlsProblem,
     },
     /// No complete answer within `--timeout`.
-    #[error("BigID at {url} did not answer within {}s (BIGID_TIMEOUT)", .timeout.as_secs_f64())]
+    #[error("BigID at {url} did not answer within {} s (BIGID_TIMEOUT)", .timeout.as_secs_f64())]
     Timeout {
         /// The endpoint called.
         url: String,
@@ -240,6 +239,60 @@ impl Error {
             Self::Status { status, .. } => format!("HTTP {status}"),
             Self::Unreachable { cause, .. } | Self::Body { cause, .. } => cause.clone(),
             other => other.to_string(),
+        }
+    }
+}
+
+/// What was wrong with BigID's certificate, as far as the fix goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// Signed by a CA that is neither a system root nor in `BIGID_CA_CERT`.
+    UnknownCa,
+    /// Valid, but not for the host name in `BIGID_URL`.
+    WrongHost,
+    /// Expired or not yet valid.
+    Expired,
+    /// Anything else (protocol versions, a broken handshake, …).
+    Other,
+}
+
+impl TlsProblem {
+    fn of(error: &rustls::Error) -> Self {
+        use rustls::CertificateError as C;
+        match error {
+            rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+                Self::UnknownCa
+            }
+            rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            ) => Self::WrongHost,
+            rustls::Error::InvalidCertificate(
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. },
+            ) => Self::Expired,
+            _ => Self::Other,
+        }
+    }
+
+    /// What the operator can do about it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::UnknownCa => {
+                "Its certificate is not signed by a CA this server trusts: if the deployment \
+                 uses a private CA, point BIGID_CA_CERT at that CA's PEM certificate"
+            }
+            Self::WrongHost => {
+                "Its certificate is not issued for this host name: use the name the \
+                 certificate names in BIGID_URL"
+            }
+            Self::Expired => {
+                "Its certificate has expired or is not yet valid (or this machine's clock is off)"
+            }
+            Self::Other => {
+                "If the deployment uses a private CA, point BIGID_CA_CERT at its PEM certificate"
+            }
         }
     }
 }
@@ -354,6 +407,11 @@ impl Client {
     /// The `/refresh-access-token` endpoint, for messages.
     pub fn refresh_url(&self) -> &Url {
         &self.refresh_url
+    }
+
+    /// The refresh method in use: the configured one, or the other after a 405.
+    pub fn refresh_method(&self) -> RefreshMethod {
+        self.refresh.current()
     }
 
     /// How long one attempt may wait for a TCP connection.
@@ -489,6 +547,9 @@ impl Client {
     ) -> Result<(StatusCode, Vec<u8>), Error> {
         let deadline = Instant::now() + self.timeout;
         let mut attempts = 0;
+        // The cause of the last retried failure, for when the deadline then
+        // cuts the next attempt short: "timed out" alone would hide it.
+        let mut earlier: Option<String> = None;
         loop {
             attempts += 1;
             let outcome = tokio::time::timeout_at(deadline, self.attempt(url, request()))
@@ -515,8 +576,9 @@ impl Client {
                 Ok(reply) => return Ok((reply.status, reply.body)),
                 Err(error) if error.is_transient() => (error, None),
                 Err(error) if attempts > 1 => {
-                    // A timeout after earlier failures: say what came before.
-                    return Err(gave_up(attempts, None, error));
+                    let reason =
+                        earlier.map(|cause| format!("the attempt before failed with: {cause}"));
+                    return Err(gave_up(attempts, reason, error));
                 }
                 Err(error) => return Err(error),
             };
@@ -550,6 +612,7 @@ impl Client {
                 cause = %last.brief(),
                 "BigID call failed; retrying"
             );
+            earlier = Some(last.brief());
             tokio::time::sleep(wait).await;
         }
     }
@@ -631,9 +694,14 @@ impl Client {
     fn classify(&self, url: &Url, error: reqwest::Error) -> Error {
         let url = url.to_string();
         // TLS failures happen while connecting, so they are checked first.
-        if has_tls_cause(&error) {
+        if let Some(tls) = tls_cause(&error) {
+            let problem = TlsProblem::of(tls);
             let cause = chain(&error);
-            return Error::Tls { url, cause };
+            return Error::Tls {
+                url,
+                cause,
+                problem,
+            };
         }
         if error.is_connect() && error.is_timeout() {
             let cause = format!(
@@ -668,7 +736,9 @@ fn gave_up(attempts: u32, reason: Option<String>, last: Error) -> Error {
 /// A third of the budget, so that a peer that swallows SYNs still leaves time
 /// for the retries; never more than [`CONNECT_TIMEOUT_CAP`].
 fn connect_timeout(timeout: Duration) -> Duration {
-    (timeout / MAX_ATTEMPTS).min(CONNECT_TIMEOUT_CAP)
+    // Whole milliseconds, so that messages show "0.333 s", not nine digits.
+    let third = Duration::from_millis((timeout / MAX_ATTEMPTS).as_millis() as u64);
+    third.min(CONNECT_TIMEOUT_CAP)
 }
 
 /// Delay before retry number `attempt` (1-based): exponential, capped, with
@@ -716,7 +786,8 @@ fn endpoint(base: &Url, name: &str) -> Url {
     url
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// True for `localhost` and loopback addresses: never sent through a proxy.
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => {
@@ -812,27 +883,23 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn has_tls_cause(error: &reqwest::Error) -> bool {
-    tls_cause(error).is_some()
-}
-
 /// The rustls error behind a failure, if any. `io::Error::source` skips the
-/// error it wraps, and tokio-rustls wraps rustls' errors in an `io::Error`,
-/// so the wrapped one is looked at explicitly.
+/// error it wraps, and hyper-rustls wraps rustls' errors in an `io::Error`
+/// (which hyper-util wraps in another), so wrapped errors are followed
+/// explicitly.
 pub fn tls_cause<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        let wrapped = e
+        current = match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if wrapped.is_some() {
-            return wrapped;
-        }
-        current = e.source();
+        {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -970,5 +1037,15 @@ mod tests {
         assert!(is_loopback(&mapped));
         let public = Url::parse("http://[::ffff:192.0.2.1]:9/api/v1").unwrap();
         assert!(!is_loopback(&public));
+    }
+
+    #[test]
+    fn tls_errors_are_found_inside_nested_io_errors() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        let outer = std::io::Error::other(inner);
+        let found = tls_cause(&outer).expect("found");
+        assert_eq!(TlsProblem::of(found), TlsProblem::UnknownCa);
+        assert!(tls_cause(&std::io::Error::other("plain")).is_none());
     }
 }
