@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum, builder::TypedValueParser as _};
 use reqwest::Url;
 
 use crate::secret::Secret;
@@ -35,7 +35,10 @@ pub struct Cli {
     pub bigid_url: Option<String>,
 
     /// Extra PEM root certificate(s) for a BigID behind a private CA.
-    #[arg(long, env = "BIGID_CA_CERT", value_name = "PATH")]
+    // Parsed as an OsString so that a blank BIGID_CA_CERT (a placeholder left
+    // empty in mcp.json) counts as unset instead of failing the parse.
+    #[arg(long, env = "BIGID_CA_CERT", value_name = "PATH",
+          value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub ca_cert: Option<PathBuf>,
 
     /// Whole-request timeout for each call to BigID, in seconds.
@@ -279,7 +282,8 @@ impl Config {
         }
         // Read now, so that a wrong path stops the server at start-up rather
         // than surfacing as a TLS failure on the first tool call.
-        if let Some(path) = &cli.ca_cert {
+        let ca_cert = cli.ca_cert.filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = &ca_cert {
             crate::bigid::load_ca_certs(path).map_err(|e| ConfigError::BadCaCert(e.to_string()))?;
         }
 
@@ -327,7 +331,7 @@ impl Config {
             command: cli.command,
             bigid: BigIdConfig {
                 url,
-                ca_cert: cli.ca_cert,
+                ca_cert,
                 timeout: Duration::from_secs_f64(cli.timeout),
                 refresh_method: cli.refresh_method,
                 auth_scheme: cli.auth_scheme,
@@ -564,5 +568,11 @@ mod tests {
             .to_string();
         assert!(message.contains("broken.pem"), "{message}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_blank_ca_cert_counts_as_unset() {
+        let cfg = config(&["--demo", "--ca-cert="], &[]).unwrap();
+        assert!(cfg.bigid.ca_cert.is_none());
     }
 }
