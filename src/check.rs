@@ -130,14 +130,11 @@ async fn check<W: Write>(
     };
     describe_config(steps, url, config, demo, &client);
 
-    let proxy = (!bigid::is_loopback(url))
-        .then(|| proxy_from_env(url, &env))
-        .flatten();
-    let reachable = match &proxy {
-        Some((var, proxy)) => {
+    let reachable = match bigid::proxy_for(url, &env) {
+        Some(proxy) => {
             steps.note(format_args!(
-                "{var} is set: BigID is reached through the proxy {proxy}, which resolves \
-                 and connects (unless NO_PROXY exempts the host)"
+                "{} is set: BigID is reached through the proxy {}, which resolves and connects",
+                proxy.var, proxy.address
             ));
             true
         }
@@ -206,35 +203,6 @@ fn describe_config<W: Write>(
         set(defaults.password.is_some()),
         set(defaults.user_token.is_some()),
     ));
-}
-
-/// `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` as reqwest reads them: the
-/// variable's name and the proxy's address, without any credentials in it.
-fn proxy_from_env(url: &Url, env: impl Fn(&str) -> Option<String>) -> Option<(String, String)> {
-    let names: &[&str] = match url.scheme() {
-        "https" => &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"],
-        _ => &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"],
-    };
-    names.iter().find_map(|name| {
-        let value = env(name).filter(|v| !v.trim().is_empty())?;
-        // Like reqwest, read `host:port` as an http:// proxy.
-        let value = value.trim();
-        let full = match value.contains("://") {
-            true => value.to_owned(),
-            false => format!("http://{value}"),
-        };
-        // Never echo the proxy's user and password.
-        let shown = match Url::parse(&full) {
-            Ok(proxy) => format!(
-                "{}://{}{}",
-                proxy.scheme(),
-                proxy.host_str().unwrap_or("?"),
-                proxy.port().map(|p| format!(":{p}")).unwrap_or_default()
-            ),
-            Err(_) => "(unparsable value)".to_owned(),
-        };
-        Some(((*name).to_owned(), shown))
-    })
 }
 
 /// DNS, then a TCP connection to the first address that takes one.
@@ -454,26 +422,6 @@ fn rough(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proxy_is_shown_without_credentials() {
-        let url = Url::parse("https://t.bigid.com/api/v1").unwrap();
-        let env = |name: &str| {
-            (name == "https_proxy").then(|| "http://bob:hunter2@proxy.corp:3128".to_owned())
-        };
-        assert_eq!(
-            proxy_from_env(&url, env),
-            Some(("https_proxy".into(), "http://proxy.corp:3128".into()))
-        );
-        let bare = |name: &str| (name == "ALL_PROXY").then(|| "bob:hunter2@proxy:3128".to_owned());
-        assert_eq!(
-            proxy_from_env(&url, bare),
-            Some(("ALL_PROXY".into(), "http://proxy:3128".into()))
-        );
-        let http = Url::parse("http://t.bigid.com/api/v1").unwrap();
-        let only_https = |name: &str| (name == "HTTPS_PROXY").then(|| "http://p:1".to_owned());
-        assert_eq!(proxy_from_env(&http, only_https), None);
-    }
 
     #[test]
     fn lines_never_carry_a_configured_secret() {

@@ -827,6 +827,42 @@ async fn https_proxy_tunnels_to_a_private_ca_bigid() {
 }
 
 #[tokio::test]
+async fn check_goes_through_the_proxy_too() {
+    let Some(alias) = alias_or_skip("check_goes_through_the_proxy_too") else {
+        return;
+    };
+    let fake = fake().await;
+    let pki = Pki::new(&[&alias]);
+    let front = pki.front(fake.local_addr()).await;
+    let proxy = Relay::proxy(front.addr).await;
+    let base = format!("https://{alias}:{}/api/v1", front.addr.port());
+    let ca = harness::temp_file("ca.pem", &pki.ca_pem);
+    let env = with_proxy_env(&proxy, &[]);
+    let args = [
+        "--bigid-url",
+        &base,
+        "--ca-cert",
+        ca.to_str().expect("path"),
+        "check",
+    ];
+    let out = check(&args, &as_refs(&env)).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let note = format!(
+        "HTTPS_PROXY is set: BigID is reached through the proxy http://127.0.0.1:{}",
+        proxy.addr.port()
+    );
+    assert!(out.stdout.contains(&note), "{}", out.stdout);
+    assert!(out.stdout.contains("✓ TLS verifies"), "{}", out.stdout);
+    assert!(!proxy.log().is_empty());
+    // The probe's GET on the API base is a 404 the fake does not record.
+    assert_eq!(
+        fake.request_count(),
+        2,
+        "/sessions and /refresh-access-token"
+    );
+}
+
+#[tokio::test]
 async fn proxy_credentials_never_reach_an_error() {
     let Some(alias) = alias_or_skip("proxy_credentials_never_reach_an_error") else {
         return;
@@ -839,6 +875,11 @@ async fn proxy_credentials_never_reach_an_error() {
     let mcp = binary(&["--bigid-url", &base, "--timeout", "3"], &env).await;
     let error = mcp.login().await.err();
     assert!(error.contains("is unreachable"), "{error}");
+    let via = format!(
+        "through the proxy http://127.0.0.1:{} from HTTP_PROXY",
+        closed.port()
+    );
+    assert!(error.contains(&via), "the proxy is named: {error}");
     assert!(!error.contains("proxy-pass-123"), "{error}");
     assert!(!mcp.stderr().contains("proxy-pass-123"));
     mcp.close().await;
