@@ -451,7 +451,8 @@ impl Client {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body.clone())
         };
-        let (status, body) = self.send(&self.sessions_url, request).await?;
+        let deadline = Instant::now() + self.timeout;
+        let (status, body) = self.send(&self.sessions_url, request, deadline).await?;
         let response: SessionResponse =
             self.parse_answer(&self.sessions_url, status, &body, Credential::Password)?;
         if response.success == Some(false) {
@@ -473,10 +474,12 @@ impl Client {
     /// `/refresh-access-token`: exchanges a user token for a system token.
     pub async fn refresh_access_token(&self, user_token: &Secret) -> Result<TokenResponse, Error> {
         let method = self.refresh.current();
-        let (status, body) = match self.send_refresh(method, user_token).await? {
+        // One budget for the call, the 405 fallback included.
+        let deadline = Instant::now() + self.timeout;
+        let (status, body) = match self.send_refresh(method, user_token, deadline).await? {
             (StatusCode::METHOD_NOT_ALLOWED, _) => {
                 let other = method.other();
-                let answer = self.send_refresh(other, user_token).await?;
+                let answer = self.send_refresh(other, user_token, deadline).await?;
                 if answer.0 != StatusCode::METHOD_NOT_ALLOWED {
                     let use_other = other != self.refresh.configured;
                     let changed =
@@ -517,6 +520,7 @@ impl Client {
         &self,
         method: RefreshMethod,
         user_token: &Secret,
+        deadline: Instant,
     ) -> Result<(StatusCode, Vec<u8>), Error> {
         let mut authorization = match self.auth_scheme {
             AuthScheme::Raw => header::HeaderValue::from_str(user_token.expose()),
@@ -538,17 +542,17 @@ impl Client {
                 .header(header::ACCEPT, "application/json")
                 .header(header::AUTHORIZATION, authorization.clone())
         };
-        self.send(&self.refresh_url, request).await
+        self.send(&self.refresh_url, request, deadline).await
     }
 
-    /// Sends a request, retrying transient failures with backoff, all within
-    /// one `--timeout` deadline. Returns any final answer, even an error status.
+    /// Sends a request, retrying transient failures with backoff, all before
+    /// `deadline`. Returns any final answer, even an error status.
     async fn send(
         &self,
         url: &Url,
         request: impl Fn() -> reqwest::RequestBuilder,
+        deadline: Instant,
     ) -> Result<(StatusCode, Vec<u8>), Error> {
-        let deadline = Instant::now() + self.timeout;
         let mut attempts = 0;
         // The cause of the last retried failure, for when the deadline then
         // cuts the next attempt short: "timed out" alone would hide it.

@@ -175,7 +175,8 @@ impl FakeBigId {
     }
 
     /// Makes the next requests misbehave, one fault each, in order; then the
-    /// standing fault applies again.
+    /// standing fault applies again. A queued [`Fault::Slow`] delays the
+    /// answer the standing fault gives, so delays combine with other faults.
     pub fn queue_faults(&self, faults: impl IntoIterator<Item = Fault>) {
         lock(&self.state.queued).extend(faults);
     }
@@ -243,7 +244,16 @@ async fn intake(
         received: Instant::now(),
     });
     let queued = lock(&state.queued).pop_front();
-    let fault = queued.unwrap_or_else(|| lock(&state.fault).clone());
+    let standing = lock(&state.fault).clone();
+    let fault = match queued {
+        // A queued delay slows down whatever the standing fault answers.
+        Some(Fault::Slow(delay)) => {
+            tokio::time::sleep(delay).await;
+            standing
+        }
+        Some(fault) => fault,
+        None => standing,
+    };
     match fault {
         Fault::None | Fault::LoginSuccessFalse | Fault::RefreshOnly(_) | Fault::Minimal => {
             Ok(fault)

@@ -241,25 +241,43 @@ async fn a_retry_after_beyond_the_cap_gives_up_at_once() {
 #[tokio::test]
 async fn retries_stop_at_the_overall_timeout() {
     let fake = fake().await;
-    // 0.5 s budget; BigID asks for 0.4 s, then again: the second wait would overrun.
-    let mcp = in_process(fake.url(), |c| c.timeout = Duration::from_millis(500)).await;
+    let mcp = in_process(fake.url(), |c| c.timeout = Duration::from_secs(1)).await;
+    // A 503 retried at once, then a slow answer that still fits the budget.
     fake.queue_faults([
         Fault::RetryAfter(503, "0".into()),
         Fault::Slow(Duration::from_millis(300)),
     ]);
-    let started = Instant::now();
-    // First attempt 503 (retry at once), second attempt slow but in time.
     mcp.login().await.ok();
-    assert!(started.elapsed() < Duration::from_millis(500));
 
-    fake.set_fault(Fault::RetryAfter(503, "1".into()));
+    // BigID asks for a wait longer than what is left: no second attempt.
+    fake.set_fault(Fault::RetryAfter(503, "2".into()));
+    let started = Instant::now();
     let error = mcp.login().await.err();
+    assert!(started.elapsed() < Duration::from_secs(1));
     assert!(error.contains("HTTP 503"), "{error}");
     assert!(
-        error.contains("BIGID_TIMEOUT (0.5 s) leaves no time for another"),
+        error.contains("gave up after 1 attempt: BIGID_TIMEOUT (1 s) leaves no time for another"),
         "{error}"
     );
     assert_eq!(fake.request_count(), 3, "no attempt past the deadline");
+    mcp.close().await;
+}
+
+#[tokio::test]
+async fn the_405_fallback_shares_the_calls_budget() {
+    let fake = fake().await;
+    let mcp = in_process(fake.url(), |c| c.timeout = Duration::from_secs(1)).await;
+    // 0.7 s for the 405, then 0.7 s for the other method: over the 1 s budget.
+    fake.queue_faults([
+        Fault::Slow(Duration::from_millis(700)),
+        Fault::Slow(Duration::from_millis(700)),
+    ]);
+    fake.set_fault(Fault::RefreshOnly(Method::POST));
+    let started = Instant::now();
+    let error = mcp.refresh().await.err();
+    assert!(error.contains("did not answer within 1 s"), "{error}");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_eq!(methods(&fake.requests()), [Method::GET, Method::POST]);
     mcp.close().await;
 }
 
@@ -694,7 +712,7 @@ async fn twenty_concurrent_refreshes_make_one_upstream_request() {
     let fake = fake().await;
     let mcp = binary(&["--bigid-url", &url(&fake)], &ALICE).await;
     // Slow enough that all twenty calls arrive while the first is in flight.
-    fake.set_fault(Fault::Slow(Duration::from_millis(400)));
+    fake.set_fault(Fault::Slow(Duration::from_millis(800)));
     let calls = (0..20).map(|_| mcp.refresh());
     let results = futures_util::future::join_all(calls).await;
 
