@@ -358,9 +358,9 @@ async fn refresh<W: Write>(steps: &mut Steps<W>, client: &Client, defaults: &Def
         Ok(answer) => {
             let token = answer.system_token.unwrap_or_else(|| Secret::new(""));
             steps.pass(format_args!(
-                "/refresh-access-token accepts BIGID_USER_TOKEN (user token {}): system token {}",
-                expiry(user_token),
-                expiry(&token)
+                "/refresh-access-token accepts BIGID_USER_TOKEN: system token {}; user token {}",
+                expiry(&token),
+                expiry(user_token)
             ));
             let used = client.refresh_method();
             if used != configured {
@@ -381,10 +381,13 @@ async fn refresh<W: Write>(steps: &mut Steps<W>, client: &Client, defaults: &Def
                 bigid::Error::Rejected { .. } if is_access_token => ToolError::AccessTokenGiven(e),
                 other => ToolError::BigId(other),
             };
-            steps.fail(format_args!(
-                "/refresh-access-token (user token {}): {error}",
-                expiry(user_token)
-            ));
+            // An expired user token explains a rejection; say so when readable.
+            let expires = jwt::decode_unverified(user_token.expose()).and_then(|c| c.expires());
+            let note = match expires {
+                Some(_) => format!(" (the user token {})", expiry(user_token)),
+                None => String::new(),
+            };
+            steps.fail(format_args!("/refresh-access-token: {error}{note}"));
         }
     }
 }
@@ -399,7 +402,7 @@ fn method_name(method: RefreshMethod) -> &'static str {
 /// "expires 2026-01-01T00:00:00Z (in 29 min)", from the unverified JWT `exp`.
 fn expiry(token: &Secret) -> String {
     let Some(at) = jwt::decode_unverified(token.expose()).and_then(|c| c.expires()) else {
-        return "without a readable expiry".into();
+        return "has no readable expiry".into();
     };
     let shown = humantime::format_rfc3339_seconds(at);
     match at.duration_since(SystemTime::now()) {

@@ -801,11 +801,25 @@ async fn http_proxy_is_used_and_no_proxy_honoured() {
     assert_eq!(fake.request_count(), 1);
     mcp.close().await;
 
+    // Credentials in the proxy URL are sent to the proxy, not shown anywhere.
+    let authed = format!("http://bob:proxy-pass-456@127.0.0.1:{}", proxy.addr.port());
+    // (A later variable of the same name wins.)
+    let env = with_proxy_env(&proxy, &[("HTTP_PROXY", authed)]);
+    let mcp = binary(&["--bigid-url", &base], &as_refs(&env)).await;
+    mcp.login().await.ok();
+    assert_eq!(
+        proxy.log().last().map(String::as_str),
+        Some(format!("POST {base}/sessions HTTP/1.1 (with Proxy-Authorization)").as_str())
+    );
+    assert!(!mcp.stderr().contains("proxy-pass-456"));
+    mcp.close().await;
+    assert_eq!(fake.request_count(), 2);
+
     let env = with_proxy_env(&proxy, &[("NO_PROXY", format!("other.example,{alias}"))]);
     let mcp = binary(&["--bigid-url", &base], &as_refs(&env)).await;
     mcp.login().await.ok();
-    assert_eq!(proxy.log().len(), 1, "NO_PROXY bypassed the proxy");
-    assert_eq!(fake.request_count(), 2);
+    assert_eq!(proxy.log().len(), 2, "NO_PROXY bypassed the proxy");
+    assert_eq!(fake.request_count(), 3);
     mcp.close().await;
 }
 
@@ -1040,13 +1054,41 @@ async fn check_reports_rejected_credentials_without_printing_them() {
     let out = check(&["--bigid-url", &url(&fake), "check"], &env).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stdout.contains("✗ /sessions: BigID rejected the username or password (HTTP 401): Invalid username or password"), "{}", out.stdout);
-    assert!(out.stdout.contains("✗ /refresh-access-token (user token without a readable expiry): BigID rejected the user token (HTTP 401)"), "{}", out.stdout);
+    assert!(out.stdout.contains("✗ /refresh-access-token: BigID rejected the user token (HTTP 401): Invalid user token\n"), "{}", out.stdout);
     assert!(out.stdout.contains("✗ 2 checks failed"), "{}", out.stdout);
     for secret in ["wrong-password-1", "forged-user-token-2"] {
         assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
     }
     assert_eq!(to(&fake.requests(), SESSIONS), 1);
     assert_eq!(to(&fake.requests(), REFRESH), 1);
+}
+
+#[tokio::test]
+async fn check_explains_a_rejected_jwt_user_token() {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let fake = fake().await;
+    // An access token that expired in 2001, passed where a user token belongs.
+    let claims = URL_SAFE_NO_PAD.encode(r#"{"type":"access-token","exp":1000000000}"#);
+    let token = format!("eyJhbGciOiJIUzI1NiJ9.{claims}.c2ln");
+    let env = [("BIGID_USER_TOKEN", token.as_str())];
+    let out = check(&["--bigid-url", &url(&fake), "check"], &env).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("already a BigID access token"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("(the user token expired 2001-09-09T01:46:40Z ("),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(&token) && !out.stderr.contains(&token));
+    assert_eq!(
+        fake.requests()[0].authorization.as_deref(),
+        Some(token.as_str())
+    );
 }
 
 #[tokio::test]
