@@ -993,6 +993,20 @@ async fn check_reports_an_unreachable_bigid() {
 }
 
 #[tokio::test]
+async fn check_reports_a_connect_timeout() {
+    let (listener, _filler) = harness::full_backlog().await;
+    let addr = listener.local_addr().expect("addr");
+    let base = format!("http://{addr}/api/v1");
+    let out = check(&["--bigid-url", &base, "--timeout", "1.5", "check"], &[]).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let line = format!(
+        "✗ cannot connect to 127.0.0.1 port {} ({addr}: no connection within 0.5 s)",
+        addr.port()
+    );
+    assert!(out.stdout.contains(&line), "{}", out.stdout);
+}
+
+#[tokio::test]
 async fn check_names_the_ca_problem_and_passes_with_the_ca() {
     let fake = fake().await;
     let pki = Pki::new(&["localhost"]);
