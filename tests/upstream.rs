@@ -554,7 +554,7 @@ async fn private_ca_fails_without_ca_cert_and_works_with_it() {
     mcp.close().await;
 
     let ca = harness::temp_file("ca.pem", &pki.ca_pem);
-    let ca = ca.to_str().expect("utf-8 path");
+    let ca = ca.arg();
     let mcp = binary(&["--bigid-url", &base, "--ca-cert", ca], &ALICE).await;
     mcp.login().await.ok();
     mcp.refresh().await.ok();
@@ -571,31 +571,13 @@ async fn a_ca_file_may_hold_several_certificates() {
 
     let bundle = format!("{}\n{}", pki.other_ca_pem, pki.ca_pem);
     let bundle = harness::temp_file("bundle.pem", &bundle);
-    let mcp = binary(
-        &[
-            "--bigid-url",
-            &base,
-            "--ca-cert",
-            bundle.to_str().expect("path"),
-        ],
-        &ALICE,
-    )
-    .await;
+    let mcp = binary(&["--bigid-url", &base, "--ca-cert", bundle.arg()], &ALICE).await;
     mcp.login().await.ok();
     mcp.close().await;
 
     // The wrong CA alone is still refused.
     let wrong = harness::temp_file("wrong.pem", &pki.other_ca_pem);
-    let mcp = binary(
-        &[
-            "--bigid-url",
-            &base,
-            "--ca-cert",
-            wrong.to_str().expect("path"),
-        ],
-        &ALICE,
-    )
-    .await;
+    let mcp = binary(&["--bigid-url", &base, "--ca-cert", wrong.arg()], &ALICE).await;
     let error = mcp.login().await.err();
     assert!(
         error.contains("not signed by a CA this server trusts"),
@@ -612,9 +594,8 @@ async fn a_certificate_for_another_host_is_named_as_such() {
     let front = pki.front(fake.local_addr()).await;
     let base = format!("https://127.0.0.1:{}/api/v1", front.addr.port());
     let ca = harness::temp_file("ca.pem", &pki.ca_pem);
-    let mut config = harness::bigid_config(&base.parse().expect("url"));
-    config.ca_cert = Some(ca);
-    let mcp = in_process(&base.parse().expect("url"), |c| *c = config).await;
+    let base = base.parse().expect("url");
+    let mcp = in_process(&base, |c| c.ca_cert = Some(ca.path().to_owned())).await;
     let error = mcp.login().await.err();
     assert!(error.contains("not issued for this host name"), "{error}");
     assert_eq!(fake.request_count(), 0);
@@ -837,12 +818,7 @@ async fn https_proxy_tunnels_to_a_private_ca_bigid() {
 
     let env = with_proxy_env(&proxy, &[]);
     let mcp = binary(
-        &[
-            "--bigid-url",
-            &base,
-            "--ca-cert",
-            ca.to_str().expect("path"),
-        ],
+        &["--bigid-url", &base, "--ca-cert", ca.arg()],
         &as_refs(&env),
     )
     .await;
@@ -870,13 +846,7 @@ async fn check_goes_through_the_proxy_too() {
     let base = format!("https://{alias}:{}/api/v1", front.addr.port());
     let ca = harness::temp_file("ca.pem", &pki.ca_pem);
     let env = with_proxy_env(&proxy, &[]);
-    let args = [
-        "--bigid-url",
-        &base,
-        "--ca-cert",
-        ca.to_str().expect("path"),
-        "check",
-    ];
+    let args = ["--bigid-url", &base, "--ca-cert", ca.arg(), "check"];
     let out = check(&args, &as_refs(&env)).await;
     assert_eq!(out.code, 0, "{}", out.stdout);
     let note = format!(
@@ -1037,7 +1007,7 @@ async fn check_names_the_ca_problem_and_passes_with_the_ca() {
     );
 
     let ca = harness::temp_file("ca.pem", &pki.ca_pem);
-    let ca = ca.to_str().expect("path");
+    let ca = ca.arg();
     let out = check(&["--bigid-url", &base, "--ca-cert", ca, "check"], &ALICE).await;
     assert_eq!(out.code, 0, "{}", out.stdout);
     assert!(
@@ -1154,7 +1124,7 @@ async fn bad_ca_files_stop_start_up() {
         "key.pem",
         "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
     );
-    let not_pem = not_pem.to_str().expect("path");
+    let not_pem = not_pem.arg();
     let out = check(&["--demo", "--ca-cert", not_pem, "check"], &[]).await;
     assert_eq!(out.code, 2);
     assert!(

@@ -487,21 +487,42 @@ pub async fn full_backlog() -> (TcpListener, std::net::TcpStream) {
     (listener, filler)
 }
 
+/// A file in its own temporary directory, removed (with the directory) on drop.
+pub struct TempFile {
+    path: std::path::PathBuf,
+}
+
+impl TempFile {
+    /// The path as a string, for command-line arguments.
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("temp paths are UTF-8")
+    }
+
+    /// The path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// Writes `text` to a fresh file under the system temp directory.
-pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+pub fn temp_file(name: &str, text: &str) -> TempFile {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "bigid-upstream-{}-{}",
         std::process::id(),
-        uuid_like()
+        NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write temp file");
-    path
-}
-
-fn uuid_like() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    TempFile { path }
 }
