@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum, builder::TypedValueParser as _};
 use reqwest::Url;
 
 use crate::secret::Secret;
@@ -35,7 +35,10 @@ pub struct Cli {
     pub bigid_url: Option<String>,
 
     /// Extra PEM root certificate(s) for a BigID behind a private CA.
-    #[arg(long, env = "BIGID_CA_CERT", value_name = "PATH")]
+    // Parsed as an OsString so that a blank BIGID_CA_CERT (a placeholder left
+    // empty in mcp.json) counts as unset instead of failing the parse.
+    #[arg(long, env = "BIGID_CA_CERT", value_name = "PATH",
+          value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub ca_cert: Option<PathBuf>,
 
     /// Whole-request timeout for each call to BigID, in seconds.
@@ -258,6 +261,9 @@ pub enum ConfigError {
     /// An allowed origin that is not `scheme://host[:port]`.
     #[error("allowed origin `{0}` is not of the form scheme://host[:port]")]
     BadOrigin(String),
+    /// The `--ca-cert` file is missing, unreadable or holds no PEM certificate.
+    #[error("{0}")]
+    BadCaCert(String),
 }
 
 impl Config {
@@ -273,6 +279,12 @@ impl Config {
         };
         if !(cli.timeout.is_finite() && (0.1..=3600.0).contains(&cli.timeout)) {
             return Err(ConfigError::BadTimeout(cli.timeout.to_string()));
+        }
+        // Read now, so that a wrong path stops the server at start-up rather
+        // than surfacing as a TLS failure on the first tool call.
+        let ca_cert = cli.ca_cert.filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = &ca_cert {
+            crate::bigid::load_ca_certs(path).map_err(|e| ConfigError::BadCaCert(e.to_string()))?;
         }
 
         let mut defaults = Defaults {
@@ -319,7 +331,7 @@ impl Config {
             command: cli.command,
             bigid: BigIdConfig {
                 url,
-                ca_cert: cli.ca_cert,
+                ca_cert,
                 timeout: Duration::from_secs_f64(cli.timeout),
                 refresh_method: cli.refresh_method,
                 auth_scheme: cli.auth_scheme,
@@ -522,5 +534,45 @@ mod tests {
             ),
             Err(ConfigError::BadOrigin(_))
         ));
+    }
+
+    #[test]
+    fn ca_cert_problems_stop_start_up_with_the_file_named() {
+        let dir = std::env::temp_dir().join(format!("bigid-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let err = config(&["--demo", "--ca-cert", missing.to_str().unwrap()], &[]).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, ConfigError::BadCaCert(_)));
+        assert!(
+            message.contains("cannot read BIGID_CA_CERT file"),
+            "{message}"
+        );
+        assert!(message.contains("missing.pem"), "{message}");
+
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+        let message = config(&["--demo", "--ca-cert", not_pem.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("holds no PEM certificate"), "{message}");
+
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let message = config(&["--demo", "--ca-cert", broken.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("broken.pem"), "{message}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_blank_ca_cert_counts_as_unset() {
+        let cfg = config(&["--demo", "--ca-cert="], &[]).unwrap();
+        assert!(cfg.bigid.ca_cert.is_none());
     }
 }

@@ -17,9 +17,13 @@ use bigid_auth_mcp::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let checking = cli.command == Some(bigid_auth_mcp::config::Command::Check);
     let config = match Config::from_cli(cli, |name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(e) => {
+            if checking {
+                println!("{}", bigid_auth_mcp::check::config_failed(&e));
+            }
             eprintln!("bigid-auth-mcp: {e}");
             return ExitCode::from(2);
         }
@@ -49,6 +53,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    if config.command == Some(bigid_auth_mcp::config::Command::Check) {
+        return bigid_auth_mcp::check::run(config).await;
+    }
     let demo = match config.demo {
         true => Some(FakeBigId::start().await?),
         false => None,

@@ -93,7 +93,7 @@ async fn rejections_faults_and_bad_arguments_leave_the_server_serving() -> anyho
         (Fault::InvalidJson, "malformed or truncated JSON"),
         (
             Fault::Slow(Duration::from_secs(3)),
-            "did not answer within 1s",
+            "did not answer within 1 s",
         ),
         (Fault::Oversized(2 << 20), "larger than 1048576 bytes"),
         (
