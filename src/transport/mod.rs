@@ -1,5 +1,10 @@
 //! The ways an MCP client reaches the server.
 
+pub mod drain;
+pub mod http;
+pub mod legacy_sse;
+pub mod middleware;
+pub mod sessions;
 pub mod stdio;
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere).
