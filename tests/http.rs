@@ -512,7 +512,7 @@ async fn delete_ends_a_streamable_http_session() -> anyhow::Result<()> {
         .header("mcp-session-id", &session)
         .send()
         .await?;
-    assert!(deleted.status().is_success(), "{}", deleted.status());
+    assert_eq!(deleted.status(), 204);
     h.wait_for_sessions(0).await?;
     let (status, _, _) = post_mcp(&h.base, Some(&session), &list).await?;
     assert_eq!(status, 404, "a deleted session is gone");

@@ -270,6 +270,19 @@ fn streamable(
             slots.clone(),
             refuse_new_session_when_full,
         ))
+        .route_layer(from_fn(deleted_is_no_content))
+}
+
+/// rmcp answers a successful DELETE with 202; the official Python SDK warns
+/// "Session termination failed: 202" unless it gets 200 or 204. The session
+/// is gone by the time rmcp answers, so 204 is the truthful status anyway.
+async fn deleted_is_no_content(request: Request, next: Next) -> Response {
+    let delete = request.method() == Method::DELETE;
+    let mut response = next.run(request).await;
+    if delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
 }
 
 /// 503 for a POST that would open a new Streamable HTTP session (it has no
