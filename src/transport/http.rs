@@ -139,11 +139,18 @@ impl Running {
 
     /// Stops accepting, lets calls in flight finish (bounded by
     /// [`Limits::shutdown_grace`]), ends sessions and streams, and returns.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stop.cancel();
-        if let Err(e) = self.task.await {
+        if let Err(e) = (&mut self.task).await {
             tracing::error!("the HTTP server task failed: {e}");
         }
+    }
+}
+
+impl Drop for Running {
+    /// A server dropped without [`Running::shutdown`] still stops accepting.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
