@@ -1319,3 +1319,50 @@ async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() -> anyhow::Result
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_password_sent_before_initialize_is_not_logged() -> anyhow::Result<()> {
+    let secret = "pw-before-initialize-7c2e";
+    let mut server = spawn_http(
+        &["--demo", "--transport", "http", "--bind", "127.0.0.1:0"],
+        &[("RUST_LOG", "trace")],
+    )
+    .await?;
+    let call = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "create_session", "arguments": {"username": "demo", "password": secret}}
+    });
+    // Legacy SSE: a call before initialize gets an error that does not echo it;
+    let mut legacy = LegacyClient::open(&server.base, None).await?;
+    let posted = legacy.post_raw(call.to_string()).await?;
+    assert_eq!(posted.status(), 202);
+    let answer = legacy.answer(1).await?;
+    assert!(answer["error"].is_object(), "{answer}");
+    assert!(!answer.to_string().contains(secret), "{answer}");
+    // a notification before initialize makes rmcp give up on the session,
+    // with an error that quotes the whole message.
+    let notification = json!({
+        "jsonrpc": "2.0", "method": "notifications/credentials", "params": {"password": secret}
+    });
+    let posted = legacy.post_raw(notification.to_string()).await?;
+    assert_eq!(posted.status(), 202);
+    let next = legacy.events.next().await?;
+    assert!(next.is_none(), "stream should end: {next:?}");
+    // Streamable HTTP: a call without a session is refused.
+    let (status, _, body) = post_mcp(&server.base, None, &call).await?;
+    assert!(status.is_client_error(), "{status}");
+    assert!(!body.contains(secret), "{body}");
+
+    let pid = server.child.id().context("no pid")?;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    let status = timeout(WAIT, server.child.wait()).await??;
+    assert!(status.success(), "exit status {status}");
+    let stderr = format!(
+        "{}{}",
+        server.before_ready,
+        timeout(WAIT, server.stderr).await??
+    );
+    assert!(!stderr.contains(secret), "secret in the log:\n{stderr}");
+    Ok(())
+}

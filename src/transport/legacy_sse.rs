@@ -30,6 +30,7 @@ use futures_util::{StreamExt, future, stream};
 use rmcp::{
     ServerHandler, ServiceExt,
     model::{ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage},
+    service::ServerInitializeError,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -208,7 +209,10 @@ async fn run_session<S: ServerHandler>(
             Ok(Ok(running)) => {
                 let _ = running.waiting().await;
             }
-            Ok(Err(e)) => tracing::info!(error = %e, "legacy SSE session ended before initialize"),
+            Ok(Err(e)) => tracing::info!(
+                "legacy SSE session ended before initialize: {}",
+                handshake_failure(&e)
+            ),
             Err(_) => tracing::info!(
                 "legacy SSE session closed: no initialize within {} s",
                 timings.init_timeout.as_secs()
@@ -219,6 +223,19 @@ async fn run_session<S: ServerHandler>(
     // Ends the event stream too, if the client is still connected.
     ct.cancel();
     lock(&sessions).remove(&id);
+}
+
+/// What went wrong in a handshake, without rmcp's message: that one quotes
+/// the client's whole first message, which may carry a password.
+fn handshake_failure(error: &ServerInitializeError) -> &'static str {
+    match error {
+        ServerInitializeError::ExpectedInitializeRequest(_) => {
+            "the first message was not `initialize`"
+        }
+        ServerInitializeError::ConnectionClosed(_) => "the client went away",
+        ServerInitializeError::Cancelled => "cancelled",
+        _ => "the handshake failed",
+    }
 }
 
 /// The id of the request a response or error answers.
