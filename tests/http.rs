@@ -1257,13 +1257,21 @@ async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() -> anyhow::Result
     fake.set_fault(Fault::Slow(Duration::from_millis(1500)));
     let mcp = std::sync::Arc::new(mcp);
     let mut calls = Vec::new();
-    for tool in ["create_session", "refresh_access_token", "create_session"] {
+    // Secrets travel both ways: from the environment and in arguments.
+    let in_flight = [
+        ("create_session", json!({})),
+        (
+            "refresh_access_token",
+            json!({"user_token": user_token, "force_refresh": true}),
+        ),
+        (
+            "create_session",
+            json!({"username": "carol", "password": password}),
+        ),
+    ];
+    for (tool, arguments) in in_flight {
         let mcp = mcp.clone();
         calls.push(tokio::spawn(async move {
-            let arguments = match tool {
-                "refresh_access_token" => json!({"force_refresh": true}),
-                _ => json!({}),
-            };
             let result = mcp.call_tool(call(tool, arguments)).await?;
             Ok::<_, anyhow::Error>(structured(&result)?.clone())
         }));
