@@ -82,7 +82,10 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             );
             transport::stdio::serve(server).await?;
         }
-        Transport::Http(_) => anyhow::bail!("the HTTP transport is not built yet"),
+        Transport::Http(http) => {
+            tracing::info!("serving BigID {url} over HTTP");
+            transport::http::serve(server, &http).await?;
+        }
     }
     if let Some(demo) = demo {
         demo.stop().await;
