@@ -31,34 +31,41 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// BigID API base, including /api/v1, e.g. https://tenant.bigid.com/api/v1
-    #[arg(long, env = "BIGID_URL", value_name = "URL")]
+    #[arg(global = true, long, env = "BIGID_URL", value_name = "URL")]
     pub bigid_url: Option<String>,
 
     /// Extra PEM root certificate(s) for a BigID behind a private CA.
     // Parsed as an OsString so that a blank BIGID_CA_CERT (a placeholder left
     // empty in mcp.json) counts as unset instead of failing the parse.
-    #[arg(long, env = "BIGID_CA_CERT", value_name = "PATH",
+    #[arg(global = true, long, env = "BIGID_CA_CERT", value_name = "PATH",
           value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub ca_cert: Option<PathBuf>,
 
     /// Whole-request timeout for each call to BigID, in seconds.
-    #[arg(long, env = "BIGID_TIMEOUT", value_name = "SECS", default_value = "30")]
+    #[arg(
+        global = true,
+        long,
+        env = "BIGID_TIMEOUT",
+        value_name = "SECS",
+        default_value = "30"
+    )]
     pub timeout: f64,
 
     /// HTTP method for /refresh-access-token (a 405 is retried once with the other).
-    #[arg(long, env = "BIGID_REFRESH_METHOD", value_enum, default_value_t = RefreshMethod::Get)]
+    #[arg(global = true, long, env = "BIGID_REFRESH_METHOD", value_enum, default_value_t = RefreshMethod::Get)]
     pub refresh_method: RefreshMethod,
 
     /// How the token is put in the Authorization header sent to BigID.
-    #[arg(long, env = "BIGID_AUTH_SCHEME", value_enum, default_value_t = AuthScheme::Raw)]
+    #[arg(global = true, long, env = "BIGID_AUTH_SCHEME", value_enum, default_value_t = AuthScheme::Raw)]
     pub auth_scheme: AuthScheme,
 
     /// MCP transport: stdio, or http (Streamable HTTP at /mcp plus legacy SSE at /sse).
-    #[arg(long, env = "MCP_TRANSPORT", value_enum, default_value_t = TransportKind::Stdio)]
+    #[arg(global = true, long, env = "MCP_TRANSPORT", value_enum, default_value_t = TransportKind::Stdio)]
     pub transport: TransportKind,
 
     /// Listen address for --transport http.
     #[arg(
+        global = true,
         long,
         env = "MCP_BIND",
         value_name = "ADDR",
@@ -68,6 +75,7 @@ pub struct Cli {
 
     /// An Origin allowed to call the HTTP endpoints (repeatable); loopback origins always are.
     #[arg(
+        global = true,
         long = "allowed-origin",
         env = "MCP_ALLOWED_ORIGINS",
         value_name = "ORIGIN",
@@ -76,15 +84,16 @@ pub struct Cli {
     pub allowed_origins: Vec<String>,
 
     /// Serve /mcp without server-side sessions (for several instances behind a load balancer).
-    #[arg(long, env = "MCP_STATELESS")]
+    #[arg(global = true, long, env = "MCP_STATELESS")]
     pub stateless: bool,
 
     /// Do not reuse still-valid system tokens.
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub no_token_cache: bool,
 
     /// BIGID_TOKEN_CACHE=false turns the cache off, like --no-token-cache.
     #[arg(
+        global = true,
         long = "token-cache",
         env = "BIGID_TOKEN_CACHE",
         hide = true,
@@ -95,11 +104,11 @@ pub struct Cli {
     pub token_cache: bool,
 
     /// Log line format on stderr (level from RUST_LOG, default info).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(global = true, long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Start an embedded fake BigID on loopback and use it (credentials demo/demo).
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub demo: bool,
 }
 
@@ -405,6 +414,14 @@ mod tests {
             Cli::try_parse_from(std::iter::once("bigid-auth-mcp").chain(args.iter().copied()))
                 .expect("parses");
         Config::from_cli(cli, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn flags_may_follow_the_check_subcommand() {
+        let cfg = config(&["check", "--demo", "--timeout", "5"], &[]).unwrap();
+        assert_eq!(cfg.command, Some(Command::Check));
+        assert!(cfg.demo);
+        assert_eq!(cfg.bigid.timeout, Duration::from_secs(5));
     }
 
     #[test]

@@ -98,7 +98,8 @@ fn init_tracing(format: LogFormat) {
     let (filter, bad_filter) = match EnvFilter::try_from_default_env() {
         Ok(filter) => (filter, None),
         Err(e) => (
-            EnvFilter::new("info"),
+            // rmcp's per-session lifecycle lines are noise unless asked for.
+            EnvFilter::new("info,rmcp=warn"),
             std::env::var("RUST_LOG").ok().map(|_| e),
         ),
     };
