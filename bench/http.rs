@@ -159,15 +159,21 @@ impl Session {
 
 /// `concurrency` sessions, each refreshing its own user token in a loop:
 /// untimed for `warmup` (sessions open in it), then timed for `duration`.
+/// Returns the samples and the server's CPU time over the timed window.
 pub async fn load(
     server: &HttpServer,
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
-) -> anyhow::Result<Samples> {
+) -> anyhow::Result<(Samples, Duration)> {
     let http = crate::floor::http_client()?;
     let timed_from = Instant::now() + warmup;
     let deadline = timed_from + duration;
+    let pid = server.pid();
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep_until(timed_from.into()).await;
+        process::cpu_time(pid)
+    });
     let mut samples = load::run_workers(concurrency, |i| {
         let (http, mcp) = (http.clone(), server.mcp.clone());
         async move {
@@ -185,5 +191,6 @@ pub async fn load(
     })
     .await?;
     samples.wall = timed_from.elapsed();
-    Ok(samples)
+    let cpu = process::cpu_time(pid).saturating_sub(cpu_at_start.await?);
+    Ok((samples, cpu))
 }

@@ -46,8 +46,9 @@ pub struct Settings {
     pub http_warmup: Duration,
     /// Concurrent sessions of the HTTP phases (`BENCH_CONCURRENCY`, "1,16,64").
     pub concurrency: Vec<usize>,
-    /// Whether to run the HTTP phases (`BENCH_HTTP`, 1).
-    pub http: bool,
+    /// Phases to run (`BENCH_PHASES`, "spawn,stdio,http"); `BENCH_HTTP=0`
+    /// drops `http`.
+    pub phases: Vec<String>,
     /// Runtime threads of the fake BigID (`BENCH_FAKE_THREADS`, 1).
     pub fake_threads: usize,
     /// Runtime threads of the load generator (`BENCH_CLIENT_THREADS`, 1).
@@ -56,7 +57,15 @@ pub struct Settings {
     pub deadline: Duration,
 }
 
+/// The phase groups `BENCH_PHASES` selects from.
+const PHASES: [&str; 3] = ["spawn", "stdio", "http"];
+
 impl Settings {
+    /// True when the phase group `name` is to run.
+    pub fn runs(&self, name: &str) -> bool {
+        self.phases.iter().any(|p| p == name)
+    }
+
     fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
             rounds: var("BENCH_ROUNDS", 3)?.max(1),
@@ -73,7 +82,18 @@ impl Settings {
                     .context("BENCH_CONCURRENCY: comma-separated session counts")?,
                 Err(_) => vec![1, 16, 64],
             },
-            http: var("BENCH_HTTP", 1u8)? != 0,
+            phases: {
+                let list = std::env::var("BENCH_PHASES").unwrap_or_else(|_| PHASES.join(","));
+                let mut phases: Vec<String> =
+                    list.split(',').map(|p| p.trim().to_owned()).collect();
+                if let Some(unknown) = phases.iter().find(|p| !PHASES.contains(&p.as_str())) {
+                    bail!("BENCH_PHASES: unknown phase `{unknown}` (known: {PHASES:?})");
+                }
+                if var("BENCH_HTTP", 1u8)? == 0 {
+                    phases.retain(|p| p != "http");
+                }
+                phases
+            },
             fake_threads: var("BENCH_FAKE_THREADS", 1)?,
             client_threads: var("BENCH_CLIENT_THREADS", 1)?,
             deadline: Duration::from_secs(var("BENCH_DEADLINE_SECS", 900)?),
@@ -142,6 +162,8 @@ pub struct Measured {
     pub upstream_connections: usize,
     /// The server's memory at the end of the phase.
     pub memory: Memory,
+    /// The server's CPU time (all threads) per timed call.
+    pub cpu_per_call: Duration,
 }
 
 /// Everything one round measured.
@@ -161,6 +183,8 @@ pub struct Round {
     pub stdio: Vec<Measured>,
     /// Per HTTP concurrency level: (floor, server).
     pub http: Vec<(usize, Summary, Measured)>,
+    /// The same with `--stateless` (no sessions, plain JSON answers).
+    pub http_stateless: Vec<(usize, Summary, Measured)>,
 }
 
 /// How long a fresh server sits after `initialize` before its idle memory is read.
@@ -218,40 +242,51 @@ fn round(
     let mut round = Round::default();
     let (warmup, calls) = (settings.warmup_calls, settings.calls);
 
-    eprintln!("  floor, sequential");
-    round.floor_sessions = runtime
-        .block_on(floor.sequential(Endpoint::Sessions, warmup, calls))?
-        .summary();
-    round.floor_refresh = runtime
-        .block_on(floor.sequential(Endpoint::Refresh, warmup, calls))?
-        .summary();
-
-    eprintln!("  spawn → initialize ×{}", settings.spawns);
-    let url = fake.url().as_str();
-    for _ in 0..settings.spawns {
-        let (server, elapsed) = StdioServer::spawn_and_initialize(&["--bigid-url", url])?;
-        std::thread::sleep(IDLE_SETTLE);
-        round.idle.push(process::memory(server.pid()));
-        round.spawns.push(elapsed);
-        round.spawn_floor.push(stdio::spawn_floor()?);
+    if settings.runs("stdio") {
+        eprintln!("  floor, sequential");
+        round.floor_sessions = runtime
+            .block_on(floor.sequential(Endpoint::Sessions, warmup, calls))?
+            .summary();
+        round.floor_refresh = runtime
+            .block_on(floor.sequential(Endpoint::Refresh, warmup, calls))?
+            .summary();
     }
 
-    for phase in STDIO_PHASES {
-        eprintln!("  stdio {}", phase.label);
-        round.stdio.push(stdio_phase(settings, fake, &phase)?);
+    if settings.runs("spawn") {
+        eprintln!("  spawn → initialize ×{}", settings.spawns);
+        let url = fake.url().as_str();
+        for _ in 0..settings.spawns {
+            let (server, elapsed) = StdioServer::spawn_and_initialize(&["--bigid-url", url])?;
+            std::thread::sleep(IDLE_SETTLE);
+            round.idle.push(process::memory(server.pid()));
+            round.spawns.push(elapsed);
+            round.spawn_floor.push(stdio::spawn_floor()?);
+        }
     }
 
-    if settings.http {
+    if settings.runs("stdio") {
+        for phase in STDIO_PHASES {
+            eprintln!("  stdio {}", phase.label);
+            round.stdio.push(stdio_phase(settings, fake, &phase)?);
+        }
+    }
+
+    if settings.runs("http") {
         for &sessions in &settings.concurrency.clone() {
             eprintln!("  http ×{sessions}");
             let floor = runtime
                 .block_on(floor.concurrent(sessions, settings.http_warmup, settings.http_time))?
                 .summary();
-            match runtime.block_on(http_phase(settings, fake, sessions)) {
-                Ok(server) => round.http.push((sessions, floor, server)),
+            let stateful = runtime.block_on(http_phase(settings, fake, sessions, false));
+            let stateless = runtime.block_on(http_phase(settings, fake, sessions, true));
+            match stateful.and_then(|a| stateless.map(|b| (a, b))) {
+                Ok((stateful, stateless)) => {
+                    round.http.push((sessions, floor, stateful));
+                    round.http_stateless.push((sessions, floor, stateless));
+                }
                 Err(e) => {
                     eprintln!("  HTTP phases skipped: {e:#}");
-                    settings.http = false;
+                    settings.phases.retain(|p| p != "http");
                     break;
                 }
             }
@@ -282,6 +317,7 @@ fn stdio_phase(settings: &Settings, fake: &Fake, phase: &StdioPhase) -> anyhow::
     }
 
     let mut samples = Samples::with_capacity(settings.calls);
+    let cpu_before = process::cpu_time(server.pid());
     let start = Instant::now();
     for _ in 0..settings.calls {
         let t = Instant::now();
@@ -292,26 +328,43 @@ fn stdio_phase(settings: &Settings, fake: &Fake, phase: &StdioPhase) -> anyhow::
         }
     }
     samples.wall = start.elapsed();
+    let cpu = process::cpu_time(server.pid()).saturating_sub(cpu_before);
     let memory = process::memory(server.pid());
     drop(server);
     Ok(Measured {
+        cpu_per_call: per_call(cpu, samples.len()),
         summary: samples.summary(),
         upstream_connections: fake.connections() - before,
         memory,
     })
 }
 
-async fn http_phase(settings: &Settings, fake: &Fake, sessions: usize) -> anyhow::Result<Measured> {
+async fn http_phase(
+    settings: &Settings,
+    fake: &Fake,
+    sessions: usize,
+    stateless: bool,
+) -> anyhow::Result<Measured> {
     let before = fake.connections();
     // Every call goes upstream: the cache would answer all but the first.
-    let server = http::HttpServer::start(fake.url(), &["--no-token-cache"]).await?;
-    let mut samples =
+    let args: &[&str] = if stateless {
+        &["--no-token-cache", "--stateless"]
+    } else {
+        &["--no-token-cache"]
+    };
+    let server = http::HttpServer::start(fake.url(), args).await?;
+    let (mut samples, cpu) =
         http::load(&server, sessions, settings.http_warmup, settings.http_time).await?;
     let memory = process::memory(server.pid());
     drop(server);
     Ok(Measured {
+        cpu_per_call: per_call(cpu, samples.len()),
         summary: samples.summary(),
         upstream_connections: fake.connections() - before,
         memory,
     })
+}
+
+fn per_call(cpu: Duration, calls: usize) -> Duration {
+    cpu / u32::try_from(calls.max(1)).unwrap_or(u32::MAX)
 }

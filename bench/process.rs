@@ -149,3 +149,18 @@ pub fn memory(pid: u32) -> Memory {
         hwm_kib: field("VmHWM:"),
     }
 }
+
+/// CPU time a process has used so far, all threads together, from the
+/// scheduler's nanosecond counters in `/proc/PID/task/*/schedstat`. Unlike
+/// wall-clock figures it hardly moves when other work shares the machine.
+pub fn cpu_time(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}

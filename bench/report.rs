@@ -81,7 +81,8 @@ pub fn render(settings: &Settings, machine: &Machine, rounds: &[Round]) -> Strin
     header(&mut out, settings, machine);
     startup(&mut out, &mut targets, rounds, machine);
     sequential(&mut out, &mut targets, rounds);
-    http(&mut out, &mut targets, rounds);
+    http(&mut out, &mut targets, rounds, false);
+    http(&mut out, &mut targets, rounds, true);
     verdicts(&mut out, &targets);
     out
 }
@@ -137,6 +138,11 @@ fn header(out: &mut String, settings: &Settings, machine: &Machine) {
 fn startup(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round], machine: &Machine) {
     let all: Vec<Duration> = rounds.iter().flat_map(|r| r.spawns.clone()).collect();
     let count = all.len();
+    let _ = writeln!(out, "### Start-up and memory\n");
+    if count == 0 {
+        let _ = writeln!(out, "Not measured in this run.\n");
+        return;
+    }
     let median = median_duration(all);
     let per_round = spread(rounds.iter().map(|r| us(median_duration(r.spawns.clone()))));
     let floor_all: Vec<Duration> = rounds.iter().flat_map(|r| r.spawn_floor.clone()).collect();
@@ -157,7 +163,6 @@ fn startup(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round], machin
             .map(|r| spread(r.idle.iter().map(|m| m.rss_kib as f64)).median),
     );
 
-    let _ = writeln!(out, "### Start-up and memory\n");
     let _ = writeln!(out, "| measure | median | per-round medians |");
     let _ = writeln!(out, "|---|---:|---:|");
     let _ = writeln!(
@@ -205,6 +210,10 @@ fn sequential(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round]) {
         out,
         "### Sequential `tools/call` over stdio (one client, one call at a time)\n"
     );
+    if rounds.iter().all(|r| r.stdio.is_empty()) {
+        let _ = writeln!(out, "Not measured in this run.\n");
+        return;
+    }
     let _ = writeln!(
         out,
         "Floor: the same request sent straight to the fake BigID with a keep-alive reqwest \
@@ -241,9 +250,14 @@ fn sequential(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round]) {
                 .iter()
                 .filter_map(|r| r.stdio.get(i).map(|m| m.memory.rss_kib as f64)),
         );
+        let cpu = spread(
+            rounds
+                .iter()
+                .filter_map(|r| r.stdio.get(i).map(|m| us(m.cpu_per_call))),
+        );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             phase.label,
             span_us(row.p50),
             span_us(row.p99),
@@ -253,6 +267,7 @@ fn sequential(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round]) {
             span_rate(row.floor_rate),
             span_signed_us(row.over_floor),
             span_ratio(row.ratio),
+            span_us(cpu),
             conns,
             mib(rss.median),
         );
@@ -287,25 +302,42 @@ fn sequential(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round]) {
     out.push('\n');
 }
 
-fn http(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round]) {
+/// The HTTP table; the targets are judged on the default (stateful) mode only.
+fn http(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round], stateless: bool) {
+    let phase = |r: &Round| -> Vec<(usize, Summary, crate::Measured)> {
+        if stateless {
+            r.http_stateless.clone()
+        } else {
+            r.http.clone()
+        }
+    };
     let levels: Vec<usize> = rounds
         .first()
-        .map(|r| r.http.iter().map(|(n, _, _)| *n).collect())
+        .map(|r| phase(r).iter().map(|(n, _, _)| *n).collect())
         .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "### Streamable HTTP, concurrent sessions calling in a loop\n"
-    );
+    if stateless {
+        let _ = writeln!(
+            out,
+            "### The same with `--stateless` (no MCP sessions, plain JSON answers)\n"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "### Streamable HTTP, concurrent sessions calling in a loop\n"
+        );
+    }
     if levels.is_empty() {
         let _ = writeln!(out, "Not measured in this run.\n");
         return;
     }
-    let _ = writeln!(
-        out,
-        "Each session calls `refresh_access_token` with its own user token on a server started \
-         with `--no-token-cache`, so every call goes upstream. Floor: the fake called directly \
-         with the same number of keep-alive workers.\n"
-    );
+    if !stateless {
+        let _ = writeln!(
+            out,
+            "Each session calls `refresh_access_token` with its own user token on a server \
+             started with `--no-token-cache`, so every call goes upstream. Floor: the fake called \
+             directly with the same number of keep-alive workers.\n"
+        );
+    }
     let _ = writeln!(
         out,
         "| sessions | calls/s | p50 | p99 | floor calls/s | floor p50 | floor p99 | calls/s ÷ \
@@ -319,17 +351,19 @@ fn http(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round]) {
         let pairs: Vec<(Summary, Summary)> = rounds
             .iter()
             .filter_map(|r| {
-                r.http
+                phase(r)
                     .iter()
                     .find(|(n, _, _)| *n == level)
                     .map(|(_, floor, m)| (m.summary, *floor))
             })
             .collect();
         let measured = || {
-            rounds
-                .iter()
-                .filter_map(move |r| r.http.iter().find(|(n, _, _)| *n == level))
-                .map(|(_, _, m)| *m)
+            rounds.iter().filter_map(move |r| {
+                phase(r)
+                    .iter()
+                    .find(|(n, _, _)| *n == level)
+                    .map(|(_, _, m)| *m)
+            })
         };
         let row = Row::new(&pairs);
         let conns = measured()
@@ -339,9 +373,10 @@ fn http(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round]) {
         let peak = measured()
             .map(|m| m.memory.hwm_kib as f64)
             .fold(0.0, f64::max);
+        let cpu = spread(measured().map(|m| us(m.cpu_per_call)));
         let _ = writeln!(
             out,
-            "| {level} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {level} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             span_rate(row.rate),
             span_us(row.p50),
             span_us(row.p99),
@@ -350,9 +385,13 @@ fn http(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round]) {
             span_us(row.floor_p99),
             span_ratio(row.ratio),
             span_signed_us(row.over_floor),
+            span_us(cpu),
             conns,
             mib(peak),
         );
+        if stateless {
+            continue;
+        }
         target(
             targets,
             format!("HTTP, {level} sessions: upstream connections ≤ sessions"),
