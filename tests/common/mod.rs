@@ -2,6 +2,8 @@
 //! through the real binary, and snapshot settings.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod canned;
+
 use std::{process::Stdio, time::Duration};
 
 use bigid_auth_mcp::{bigid, config, server::BigIdServer};
@@ -19,6 +21,16 @@ use tokio::{io::AsyncReadExt, task::JoinHandle};
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How much bigger the load, chaos and property tests run: `BIGID_MCP_SOAK=10`
+/// multiplies their sizes and durations by 10 for a soak run by hand. CI uses 1.
+pub fn soak() -> u32 {
+    std::env::var("BIGID_MCP_SOAK")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
 
 /// An MCP client session.
 pub type Client = RunningService<RoleClient, ClientConfig>;
