@@ -1,5 +1,6 @@
 //! The ways an MCP client reaches the server.
 
+pub mod bounded;
 pub mod stdio;
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere).
