@@ -192,6 +192,20 @@ pub fn structured(result: &CallToolResult) -> Value {
     value
 }
 
+/// A `kB` field of `/proc/PID/status`, e.g. `VmRSS` or `VmHWM` (Linux only).
+pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// How many file descriptors the process has open (Linux only).
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 /// Snapshots live in the top-level `snapshots/` folder under plain names.
 pub fn snapshot_settings() -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
