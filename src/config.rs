@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum, builder::TypedValueParser as _};
 use reqwest::Url;
 
 use crate::secret::Secret;
@@ -31,31 +31,41 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// BigID API base, including /api/v1, e.g. https://tenant.bigid.com/api/v1
-    #[arg(long, env = "BIGID_URL", value_name = "URL")]
+    #[arg(global = true, long, env = "BIGID_URL", value_name = "URL")]
     pub bigid_url: Option<String>,
 
     /// Extra PEM root certificate(s) for a BigID behind a private CA.
-    #[arg(long, env = "BIGID_CA_CERT", value_name = "PATH")]
+    // Parsed as an OsString so that a blank BIGID_CA_CERT (a placeholder left
+    // empty in mcp.json) counts as unset instead of failing the parse.
+    #[arg(global = true, long, env = "BIGID_CA_CERT", value_name = "PATH",
+          value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub ca_cert: Option<PathBuf>,
 
     /// Whole-request timeout for each call to BigID, in seconds.
-    #[arg(long, env = "BIGID_TIMEOUT", value_name = "SECS", default_value = "30")]
+    #[arg(
+        global = true,
+        long,
+        env = "BIGID_TIMEOUT",
+        value_name = "SECS",
+        default_value = "30"
+    )]
     pub timeout: f64,
 
     /// HTTP method for /refresh-access-token (a 405 is retried once with the other).
-    #[arg(long, env = "BIGID_REFRESH_METHOD", value_enum, default_value_t = RefreshMethod::Get)]
+    #[arg(global = true, long, env = "BIGID_REFRESH_METHOD", value_enum, default_value_t = RefreshMethod::Get)]
     pub refresh_method: RefreshMethod,
 
     /// How the token is put in the Authorization header sent to BigID.
-    #[arg(long, env = "BIGID_AUTH_SCHEME", value_enum, default_value_t = AuthScheme::Raw)]
+    #[arg(global = true, long, env = "BIGID_AUTH_SCHEME", value_enum, default_value_t = AuthScheme::Raw)]
     pub auth_scheme: AuthScheme,
 
     /// MCP transport: stdio, or http (Streamable HTTP at /mcp plus legacy SSE at /sse).
-    #[arg(long, env = "MCP_TRANSPORT", value_enum, default_value_t = TransportKind::Stdio)]
+    #[arg(global = true, long, env = "MCP_TRANSPORT", value_enum, default_value_t = TransportKind::Stdio)]
     pub transport: TransportKind,
 
     /// Listen address for --transport http.
     #[arg(
+        global = true,
         long,
         env = "MCP_BIND",
         value_name = "ADDR",
@@ -65,6 +75,7 @@ pub struct Cli {
 
     /// An Origin allowed to call the HTTP endpoints (repeatable); loopback origins always are.
     #[arg(
+        global = true,
         long = "allowed-origin",
         env = "MCP_ALLOWED_ORIGINS",
         value_name = "ORIGIN",
@@ -73,15 +84,16 @@ pub struct Cli {
     pub allowed_origins: Vec<String>,
 
     /// Serve /mcp without server-side sessions (for several instances behind a load balancer).
-    #[arg(long, env = "MCP_STATELESS")]
+    #[arg(global = true, long, env = "MCP_STATELESS")]
     pub stateless: bool,
 
     /// Do not reuse still-valid system tokens.
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub no_token_cache: bool,
 
     /// BIGID_TOKEN_CACHE=false turns the cache off, like --no-token-cache.
     #[arg(
+        global = true,
         long = "token-cache",
         env = "BIGID_TOKEN_CACHE",
         hide = true,
@@ -92,11 +104,11 @@ pub struct Cli {
     pub token_cache: bool,
 
     /// Log line format on stderr (level from RUST_LOG, default info).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(global = true, long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Start an embedded fake BigID on loopback and use it (credentials demo/demo).
-    #[arg(long)]
+    #[arg(global = true, long)]
     pub demo: bool,
 }
 
@@ -258,6 +270,9 @@ pub enum ConfigError {
     /// An allowed origin that is not `scheme://host[:port]`.
     #[error("allowed origin `{0}` is not of the form scheme://host[:port]")]
     BadOrigin(String),
+    /// The `--ca-cert` file is missing, unreadable or holds no PEM certificate.
+    #[error("{0}")]
+    BadCaCert(String),
 }
 
 impl Config {
@@ -273,6 +288,12 @@ impl Config {
         };
         if !(cli.timeout.is_finite() && (0.1..=3600.0).contains(&cli.timeout)) {
             return Err(ConfigError::BadTimeout(cli.timeout.to_string()));
+        }
+        // Read now, so that a wrong path stops the server at start-up rather
+        // than surfacing as a TLS failure on the first tool call.
+        let ca_cert = cli.ca_cert.filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = &ca_cert {
+            crate::bigid::load_ca_certs(path).map_err(|e| ConfigError::BadCaCert(e.to_string()))?;
         }
 
         let mut defaults = Defaults {
@@ -319,7 +340,7 @@ impl Config {
             command: cli.command,
             bigid: BigIdConfig {
                 url,
-                ca_cert: cli.ca_cert,
+                ca_cert,
                 timeout: Duration::from_secs_f64(cli.timeout),
                 refresh_method: cli.refresh_method,
                 auth_scheme: cli.auth_scheme,
@@ -393,6 +414,14 @@ mod tests {
             Cli::try_parse_from(std::iter::once("bigid-auth-mcp").chain(args.iter().copied()))
                 .expect("parses");
         Config::from_cli(cli, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn flags_may_follow_the_check_subcommand() {
+        let cfg = config(&["check", "--demo", "--timeout", "5"], &[]).unwrap();
+        assert_eq!(cfg.command, Some(Command::Check));
+        assert!(cfg.demo);
+        assert_eq!(cfg.bigid.timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -522,5 +551,45 @@ mod tests {
             ),
             Err(ConfigError::BadOrigin(_))
         ));
+    }
+
+    #[test]
+    fn ca_cert_problems_stop_start_up_with_the_file_named() {
+        let dir = std::env::temp_dir().join(format!("bigid-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let err = config(&["--demo", "--ca-cert", missing.to_str().unwrap()], &[]).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, ConfigError::BadCaCert(_)));
+        assert!(
+            message.contains("cannot read BIGID_CA_CERT file"),
+            "{message}"
+        );
+        assert!(message.contains("missing.pem"), "{message}");
+
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+        let message = config(&["--demo", "--ca-cert", not_pem.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("holds no PEM certificate"), "{message}");
+
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let message = config(&["--demo", "--ca-cert", broken.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("broken.pem"), "{message}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_blank_ca_cert_counts_as_unset() {
+        let cfg = config(&["--demo", "--ca-cert="], &[]).unwrap();
+        assert!(cfg.bigid.ca_cert.is_none());
     }
 }

@@ -5,12 +5,13 @@
 //! User tokens: `demo-user-token` (user `demo`) and `demo-user-token-NAME`.
 
 use std::{
+    collections::VecDeque,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -30,10 +31,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME};
 
-/// Lifetime of the session and system tokens the fake issues.
+/// Lifetime of the session and system tokens the fake issues, unless changed
+/// with [`FakeBigId::set_token_ttl`].
 pub const TOKEN_TTL: Duration = Duration::from_secs(30 * 60);
 
-/// A misbehaviour of the fake, applied to every request until changed.
+/// A misbehaviour of the fake: standing ([`FakeBigId::set_fault`]) or for
+/// the next requests only ([`FakeBigId::queue_faults`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Fault {
     /// Behave like a healthy BigID.
@@ -55,6 +58,15 @@ pub enum Fault {
     Truncated,
     /// Answer `/refresh-access-token` with 405 unless the method is this one.
     RefreshOnly(Method),
+    /// Answer with this status, a JSON `{"message": …}` body and this
+    /// `Retry-After` value.
+    RetryAfter(u16, String),
+    /// Send the headers and the start of the body at once, the rest after
+    /// this long (a BigID that stalls mid-answer).
+    SlowBody(Duration),
+    /// Answer successfully with only the token field, plus fields this server
+    /// does not know (an older or newer BigID).
+    Minimal,
 }
 
 /// One request the fake received.
@@ -68,19 +80,36 @@ pub struct Recorded {
     pub authorization: Option<String>,
     /// The request body as received.
     pub body: Bytes,
+    /// When the request arrived.
+    pub received: Instant,
 }
 
-#[derive(Default)]
 struct FakeState {
     fault: Mutex<Fault>,
+    queued: Mutex<VecDeque<Fault>>,
+    token_ttl: Mutex<Option<Duration>>,
     requests: Mutex<Vec<Recorded>>,
     connections: AtomicUsize,
     serial: AtomicU64,
 }
 
+impl Default for FakeState {
+    fn default() -> Self {
+        Self {
+            fault: Mutex::default(),
+            queued: Mutex::default(),
+            token_ttl: Mutex::new(Some(TOKEN_TTL)),
+            requests: Mutex::default(),
+            connections: AtomicUsize::default(),
+            serial: AtomicU64::default(),
+        }
+    }
+}
+
 /// A running fake BigID on a loopback port; stops when dropped.
 pub struct FakeBigId {
     url: Url,
+    addr: SocketAddr,
     state: Arc<FakeState>,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -94,7 +123,12 @@ impl FakeBigId {
 
     /// Starts the fake on `addr`.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        Self::serve(TcpListener::bind(addr).await?)
+    }
+
+    /// Starts the fake on a listener the caller set up (e.g. with a tiny
+    /// backlog, to hold connections pending first).
+    pub fn serve(listener: TcpListener) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let state = Arc::new(FakeState::default());
         let app = Router::new()
@@ -118,6 +152,7 @@ impl FakeBigId {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Self {
             url,
+            addr: local,
             state,
             stop,
             task,
@@ -129,9 +164,32 @@ impl FakeBigId {
         &self.url
     }
 
+    /// The socket address it listens on (for relays put in front of it).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Makes every following request misbehave this way.
     pub fn set_fault(&self, fault: Fault) {
         *lock(&self.state.fault) = fault;
+    }
+
+    /// Makes the next requests misbehave, one fault each, in order; then the
+    /// standing fault applies again. A queued [`Fault::Slow`] delays the
+    /// answer the standing fault gives, so delays combine with other faults.
+    pub fn queue_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        lock(&self.state.queued).extend(faults);
+    }
+
+    /// Makes the next `times` requests answer HTTP `status`.
+    pub fn fail_times(&self, times: usize, status: u16) {
+        self.queue_faults(std::iter::repeat_n(Fault::Status(status), times));
+    }
+
+    /// Lifetime of the tokens issued from now on; `None` issues tokens
+    /// without an `exp` claim.
+    pub fn set_token_ttl(&self, ttl: Option<Duration>) {
+        *lock(&self.state.token_ttl) = ttl;
     }
 
     /// The requests received so far.
@@ -166,14 +224,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Records the request and applies the fault shared by both endpoints, if any.
+/// Records the request and applies the fault shared by both endpoints, if
+/// any; otherwise returns the fault the endpoint itself has to apply.
 async fn intake(
     state: &FakeState,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<(), Response> {
+) -> Result<Fault, Response> {
     lock(&state.requests).push(Recorded {
         method: method.clone(),
         path: path.to_owned(),
@@ -182,13 +241,51 @@ async fn intake(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body: body.clone(),
+        received: Instant::now(),
     });
-    let fault = lock(&state.fault).clone();
+    let queued = lock(&state.queued).pop_front();
+    let standing = lock(&state.fault).clone();
+    let fault = match queued {
+        // A queued delay slows down whatever the standing fault answers.
+        Some(Fault::Slow(delay)) => {
+            tokio::time::sleep(delay).await;
+            standing
+        }
+        Some(fault) => fault,
+        None => standing,
+    };
     match fault {
-        Fault::None | Fault::LoginSuccessFalse | Fault::RefreshOnly(_) => Ok(()),
+        Fault::None | Fault::LoginSuccessFalse | Fault::RefreshOnly(_) | Fault::Minimal => {
+            Ok(fault)
+        }
         Fault::Slow(delay) => {
             tokio::time::sleep(delay).await;
-            Ok(())
+            Ok(Fault::None)
+        }
+        Fault::RetryAfter(code, retry_after) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+            let reason = status.canonical_reason().unwrap_or("error");
+            Err((
+                status,
+                [(header::RETRY_AFTER, retry_after)],
+                axum::Json(json!({"status": "error", "message": reason})),
+            )
+                .into_response())
+        }
+        Fault::SlowBody(delay) => {
+            let head = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(b"{\"success\": true, "))
+            });
+            let tail = futures_util::stream::once(async move {
+                tokio::time::sleep(delay).await;
+                Ok(Bytes::from_static(b"\"message\": \"late\"}"))
+            });
+            Err(Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(futures_util::StreamExt::chain(
+                    head, tail,
+                )))
+                .unwrap_or_default())
         }
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -240,10 +337,10 @@ async fn sessions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = intake(&state, &Method::POST, "/api/v1/sessions", &headers, &body).await
-    {
-        return response;
-    }
+    let fault = match intake(&state, &Method::POST, "/api/v1/sessions", &headers, &body).await {
+        Ok(fault) => fault,
+        Err(response) => return response,
+    };
     let login: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let (Some(user), Some(password)) = (
         login.get("username").and_then(Value::as_str),
@@ -257,7 +354,7 @@ async fn sessions(
     };
     let valid = (user == DEMO_USERNAME && password == DEMO_PASSWORD)
         || password == format!("{user}-password");
-    if *lock(&state.fault) == Fault::LoginSuccessFalse || (!valid && user.starts_with("html-")) {
+    if fault == Fault::LoginSuccessFalse || (!valid && user.starts_with("html-")) {
         // What real BigID does for a failed login: 200, success false, labelled HTML.
         return (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -274,6 +371,10 @@ async fn sessions(
             .into_response();
     }
     let token = issue(&state, user, "access-token");
+    if fault == Fault::Minimal {
+        return axum::Json(json!({"auth_token": token, "tenantId": 7, "features": {"x": true}}))
+            .into_response();
+    }
     axum::Json(json!({
         "success": true,
         "message": "Enjoy your token!",
@@ -292,11 +393,12 @@ async fn refresh(
     body: Bytes,
 ) -> Response {
     let path = "/api/v1/refresh-access-token";
-    if let Err(response) = intake(&state, &method, path, &headers, &body).await {
-        return response;
-    }
-    let only = match lock(&state.fault).clone() {
-        Fault::RefreshOnly(m) => Some(m),
+    let fault = match intake(&state, &method, path, &headers, &body).await {
+        Ok(fault) => fault,
+        Err(response) => return response,
+    };
+    let only = match &fault {
+        Fault::RefreshOnly(m) => Some(m.clone()),
         _ => None,
     };
     if !matches!(method, Method::GET | Method::POST) || only.is_some_and(|m| m != method) {
@@ -326,6 +428,9 @@ async fn refresh(
             .into_response();
     };
     let token = issue(&state, user, "system-token");
+    if fault == Fault::Minimal {
+        return axum::Json(json!({"systemToken": token, "expiresIn": "1h"})).into_response();
+    }
     axum::Json(json!({"success": true, "systemToken": token})).into_response()
 }
 
@@ -337,14 +442,16 @@ fn issue(state: &FakeState, user: &str, kind: &str) -> String {
         .as_secs();
     let serial = state.serial.fetch_add(1, Ordering::Relaxed);
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = json!({
+    let mut claims = json!({
         "sub": user,
         "type": kind,
         "iat": now,
-        "exp": now + TOKEN_TTL.as_secs(),
         "jti": serial,
         "iss": "bigid-auth-mcp-demo",
     });
+    if let Some(ttl) = *lock(&state.token_ttl) {
+        claims["exp"] = json!(now + ttl.as_secs());
+    }
     let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
     let signature = URL_SAFE_NO_PAD.encode(format!("demo-signature-{serial}"));
     format!("{header}.{claims}.{signature}")

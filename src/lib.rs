@@ -2,6 +2,7 @@
 
 pub mod bigid;
 pub mod cache;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod jwt;

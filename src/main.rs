@@ -17,9 +17,13 @@ use bigid_auth_mcp::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let checking = cli.command == Some(bigid_auth_mcp::config::Command::Check);
     let config = match Config::from_cli(cli, |name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(e) => {
+            if checking {
+                println!("{}", bigid_auth_mcp::check::config_failed(&e));
+            }
             eprintln!("bigid-auth-mcp: {e}");
             return ExitCode::from(2);
         }
@@ -49,6 +53,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    if config.command == Some(bigid_auth_mcp::config::Command::Check) {
+        return bigid_auth_mcp::check::run(config).await;
+    }
     let demo = match config.demo {
         true => Some(FakeBigId::start().await?),
         false => None,
@@ -75,7 +82,10 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             );
             transport::stdio::serve(server).await?;
         }
-        Transport::Http(_) => anyhow::bail!("the HTTP transport is not built yet"),
+        Transport::Http(http) => {
+            tracing::info!("serving BigID {url} over HTTP");
+            transport::http::serve(server, &http).await?;
+        }
     }
     if let Some(demo) = demo {
         demo.stop().await;
@@ -88,7 +98,8 @@ fn init_tracing(format: LogFormat) {
     let (filter, bad_filter) = match EnvFilter::try_from_default_env() {
         Ok(filter) => (filter, None),
         Err(e) => (
-            EnvFilter::new("info"),
+            // rmcp's per-session lifecycle lines are noise unless asked for.
+            EnvFilter::new("info,rmcp=warn"),
             std::env::var("RUST_LOG").ok().map(|_| e),
         ),
     };

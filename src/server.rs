@@ -12,7 +12,7 @@ use rmcp::{
 
 use crate::{
     bigid,
-    cache::{Issued, TokenCache},
+    cache::{FetchAborted, Issued, TokenCache},
     config::Defaults,
     jwt,
     secret::Secret,
@@ -170,6 +170,12 @@ impl BigIdServer {
             system_token: issued.token,
             cached,
         }))
+    }
+}
+
+impl From<FetchAborted> for bigid::Error {
+    fn from(aborted: FetchAborted) -> Self {
+        bigid::Error::Setup(aborted.to_string())
     }
 }
 

@@ -52,6 +52,7 @@ pub struct SessionOutput {
     #[serde(rename = "firstName", skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
     /// How many permissions the user has.
+    #[schemars(schema_with = "count_schema")]
     pub permission_count: usize,
     /// The permission strings; present only when `include_permissions` was true.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +75,12 @@ pub struct RefreshOutput {
     /// When the token expires (RFC 3339), read from its unverified JWT `exp` claim.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+}
+
+/// A plain non-negative integer: schemars' `"format": "uint"` is not a JSON
+/// Schema format, and some clients (Ajv) warn about it on every call.
+fn count_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "integer", "minimum": 0})
 }
 
 /// Why a tool call failed; becomes a result with `isError: true` and this text.

@@ -93,7 +93,7 @@ async fn rejections_faults_and_bad_arguments_leave_the_server_serving() -> anyho
         (Fault::InvalidJson, "malformed or truncated JSON"),
         (
             Fault::Slow(Duration::from_secs(3)),
-            "did not answer within 1s",
+            "did not answer within 1 s",
         ),
         (Fault::Oversized(2 << 20), "larger than 1048576 bytes"),
         (
@@ -311,5 +311,29 @@ async fn configuration_errors_exit_2_with_an_actionable_message() -> anyhow::Res
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("set BIGID_URL"), "{stderr}");
     assert!(output.stdout.is_empty(), "stdout stays clean");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_password_sent_before_initialize_is_not_logged() -> anyhow::Result<()> {
+    let secret = "pre-init-Secret-4711";
+    let mut child = binary(&["--demo"], &[("RUST_LOG", "trace")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
+    let line =
+        json!({"jsonrpc": "2.0", "method": "notifications/x", "params": {"password": secret}});
+    stdin.write_all(format!("{line}\n").as_bytes()).await?;
+    drop(stdin);
+    let output = tokio::time::timeout(WAIT, child.wait_with_output()).await??;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("no MCP session on stdio"), "{stderr}");
+    assert!(
+        !stderr.contains(secret),
+        "the pre-initialize message leaked: {stderr}"
+    );
     Ok(())
 }

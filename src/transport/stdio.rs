@@ -18,7 +18,7 @@ pub async fn serve(server: BigIdServer) -> anyhow::Result<()> {
             Ok(running) => running,
             Err(e) => {
                 // stdin closed (or garbage) before `initialize`: nothing to serve.
-                tracing::info!("no MCP session on stdio: {e}");
+                tracing::info!("no MCP session on stdio: {}", super::handshake_failure(&e));
                 return Ok(());
             }
         };
