@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 pub mod canned;
+pub mod http;
 
 use std::{process::Stdio, time::Duration};
 
