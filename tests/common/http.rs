@@ -151,6 +151,17 @@ impl HttpServer {
         super::open_fds(self.pid).unwrap_or(0)
     }
 
+    /// Open file descriptors, sorted (connections of clients apart).
+    pub fn fds_by_kind(&self) -> super::Fds {
+        let port = self
+            .base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        super::classify_fds(self.pid, port)
+    }
+
     /// Resident memory, kB.
     pub fn rss_kb(&self) -> u64 {
         super::proc_status_kb(self.pid, "VmRSS").unwrap_or(0)

@@ -207,6 +207,56 @@ pub fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// A process's open file descriptors, sorted by what they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fds {
+    /// TCP connections accepted on `port` (clients of the server).
+    pub inbound: usize,
+    /// Other TCP sockets (listeners, connections to BigID).
+    pub other_tcp: usize,
+    /// Everything else: files, pipes, epoll, eventfd, ….
+    pub other: usize,
+}
+
+/// Sorts the open descriptors of `pid`, telling apart connections accepted
+/// on `port` (Linux only: /proc/PID/fd and /proc/PID/net/tcp{,6}).
+pub fn classify_fds(pid: u32, port: u16) -> Fds {
+    let mut sockets = std::collections::HashMap::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 {
+                continue;
+            }
+            let local_port = cols[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            // 0A is LISTEN: the listener itself is not a client.
+            let accepted = local_port == Some(port) && cols[3] != "0A";
+            sockets.insert(cols[9].to_owned(), accepted);
+        }
+    }
+    let mut fds = Fds::default();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return fds;
+    };
+    for entry in entries.flatten() {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        let target = target.to_string_lossy();
+        let inode = target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'));
+        match inode.and_then(|inode| sockets.get(inode)) {
+            Some(true) => fds.inbound += 1,
+            Some(false) => fds.other_tcp += 1,
+            None => fds.other += 1,
+        }
+    }
+    fds
+}
+
 /// Snapshots live in the top-level `snapshots/` folder under plain names.
 pub fn snapshot_settings() -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
