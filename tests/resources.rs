@@ -10,6 +10,10 @@ mod common;
 
 use std::{
     net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -561,5 +565,95 @@ async fn trickling_clients_cannot_hold_the_server() -> anyhow::Result<()> {
     assert!(longest < Duration::from_secs(3), "held for {longest:?}");
     timeout(QUICK, client.cancel()).await??;
     drop(legacy);
+    Ok(())
+}
+
+/// A legacy client that posts requests but never reads its event stream
+/// must not make the server buffer the answers without end: the server
+/// stops taking its messages (POSTs wait, then 503 `session_busy`), and once
+/// the client reads again, every accepted request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_legacy_stream_pushes_back_instead_of_buffering() -> anyhow::Result<()> {
+    let fake = FakeBigId::start().await?;
+    let server = HttpServer::start(fake.url().as_str(), &[], &[("RUST_LOG", "info")]).await?;
+    let mut legacy = Legacy::connect(&server.base).await?;
+    let rss0 = server.rss_kb();
+    let mut peak = rss0;
+    // tools/list: ~60 bytes in, a few KB out. Unbounded, 10000 unread
+    // answers cost some 20 MB beyond what the socket buffers hold.
+    let total = 10_000 * soak() as u64;
+    let next = Arc::new(AtomicU64::new(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = server.url(&legacy.endpoint);
+    let mut posters = JoinSet::new();
+    for _ in 0..8 {
+        let (next, stop, url) = (next.clone(), stop.clone(), url.clone());
+        posters.spawn(async move {
+            let http = http_client();
+            let mut accepted = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                if id > total {
+                    break;
+                }
+                let post = http
+                    .post(&url)
+                    .bearer_auth(MCP_TOKEN)
+                    .body(json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"}).to_string())
+                    .send();
+                match timeout(Duration::from_secs(1), post).await {
+                    Ok(Ok(response)) if response.status() == 202 => accepted.push(id),
+                    // 503 session_busy, or a POST held: the server pushes back.
+                    Ok(Ok(response)) if response.status() == 503 => {
+                        stop.store(true, Ordering::Relaxed)
+                    }
+                    Err(_) => stop.store(true, Ordering::Relaxed),
+                    Ok(Ok(response)) => anyhow::bail!("POST /message: {}", response.status()),
+                    Ok(Err(e)) => return Err(e.into()),
+                }
+            }
+            anyhow::Ok(accepted)
+        });
+    }
+    let mut accepted = Vec::new();
+    let watching = async {
+        while !posters.is_empty() {
+            tokio::select! {
+                done = posters.join_next() => {
+                    if let Some(done) = done {
+                        accepted.extend(done??);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    peak = peak.max(server.rss_kb());
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    timeout(Duration::from_secs(60), watching).await??;
+    let pushed_back = stop.load(Ordering::Relaxed);
+    peak = peak.max(server.rss_kb());
+    let grown_mb = peak.saturating_sub(rss0) / 1024;
+    eprintln!(
+        "unread legacy stream: {} of {total} posts accepted, pushed back: {pushed_back}, \
+         RSS {} MB -> peak {} MB",
+        accepted.len(),
+        rss0 / 1024,
+        peak / 1024
+    );
+    // Reading again: every accepted request gets its answer.
+    let answered = timeout(Duration::from_secs(60), legacy.answers(&accepted)).await??;
+    assert_eq!(answered.len(), accepted.len());
+    assert!(pushed_back, "all {total} posts were taken without reading");
+    assert!(
+        grown_mb < 16,
+        "RSS grew by {grown_mb} MB for {} unread answers",
+        accepted.len()
+    );
+    drop(legacy);
+    server.terminate()?;
+    let (status, _) = server.wait().await?;
+    assert!(status.success());
     Ok(())
 }
