@@ -257,6 +257,8 @@ async fn scenarios(log_env: &[(&str, &str)], secrets: &mut Secrets) -> anyhow::R
         ("MCP_AUTH_TOKEN", "mcp-auth-token-scenario-secret"),
     ];
     secrets.add("mcp-auth-token-scenario-secret");
+    // The header every token of the fake starts with: no JWT at all may show.
+    secrets.add("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9");
     env.extend_from_slice(log_env);
     let spawned = spawn_stdio(&["--bigid-url", &url, "--timeout", "1"], &env).await?;
     let client = &spawned.client;
@@ -456,5 +458,45 @@ async fn secrets_echoed_by_bigid_are_cut_out_of_error_results() -> anyhow::Resul
     }
     let stderr = spawned.finish().await?;
     secrets.assert_absent("stderr", &stderr);
+    Ok(())
+}
+
+/// `check` prints what it verified; at trace level, passing or failing,
+/// neither its report nor its log shows a credential or a token it obtained.
+#[tokio::test]
+async fn the_check_subcommand_never_prints_a_secret() -> anyhow::Result<()> {
+    let fake = FakeBigId::start().await?;
+    let url = fake.url().to_string();
+    let mut secrets = Secrets::default();
+    let (password, token) = ("gina-password", "demo-user-token-gina");
+    secrets.add(password);
+    secrets.add(token);
+    // Every token the fake issues starts with this JWT header: any of them
+    // printed would show it.
+    secrets.add("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9");
+    for fault in [Fault::None, Fault::Status(401), Fault::Status(503)] {
+        fake.set_fault(fault.clone());
+        let output = tokio::time::timeout(
+            WAIT,
+            binary(
+                &["--bigid-url", &url, "--timeout", "2", "check"],
+                &[
+                    ("RUST_LOG", "trace"),
+                    ("BIGID_USERNAME", "gina"),
+                    ("BIGID_PASSWORD", password),
+                    ("BIGID_USER_TOKEN", token),
+                ],
+            )
+            .output(),
+        )
+        .await??;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.success(), fault == Fault::None, "{stdout}");
+        secrets.assert_absent(&format!("check's report ({fault:?})"), &stdout);
+        secrets.assert_absent(&format!("check's log ({fault:?})"), &stderr);
+        assert!(!stderr.contains("panicked"), "{stderr:.2000}");
+    }
+    assert!(fake.request_count() >= 2, "check called BigID");
     Ok(())
 }
