@@ -311,7 +311,7 @@ fn plural(n: u32) -> &'static str {
 /// A BigID deployment, reached through one shared keep-alive connection pool.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: Arc<LazyHttp>,
     base: Url,
     sessions_url: Url,
     refresh_url: Url,
@@ -339,6 +339,47 @@ impl RefreshPreference {
     }
 }
 
+/// The reqwest client, built on the first call to BigID instead of at
+/// start-up: building it loads and parses the system's TLS roots (every file
+/// in /etc/ssl/certs), which was most of the time from spawn to the
+/// `initialize` answer, and which a session that never calls BigID (or
+/// calls a plain-HTTP one) should not pay.
+struct LazyHttp {
+    settings: HttpSettings,
+    client: tokio::sync::OnceCell<reqwest::Client>,
+}
+
+/// What the reqwest client is built from. The `--ca-cert` roots are read
+/// and parsed in [`Client::new`], so a bad file still stops start-up.
+struct HttpSettings {
+    connect_timeout: Duration,
+    no_proxy: bool,
+    extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl HttpSettings {
+    fn build(&self) -> Result<reqwest::Client, Error> {
+        // No client-wide timeout: `send` holds one deadline across all attempts.
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("bigid-auth-mcp/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(self.connect_timeout)
+            // Below the 75 s keep-alive of nginx, which fronts most BigID
+            // deployments, so an idle connection is dropped here first.
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none());
+        if self.no_proxy {
+            builder = builder.no_proxy();
+        }
+        if !self.extra_roots.is_empty() {
+            builder = builder.tls_certs_merge(self.extra_roots.clone());
+        }
+        builder
+            .build()
+            .map_err(|e| Error::Setup(format!("cannot set up the HTTP client: {}", chain(&e))))
+    }
+}
+
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
@@ -357,7 +398,8 @@ struct Reply {
 }
 
 impl Client {
-    /// Builds the client for `base` (the API base including `/api/v1`).
+    /// Builds the client for `base` (the API base including `/api/v1`). The
+    /// `--ca-cert` file is read here; the reqwest client on first use.
     ///
     /// Proxies: reqwest reads `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
     /// `NO_PROXY` (and their lower-case forms) from the environment when the
@@ -367,27 +409,21 @@ impl Client {
         // reqwest is built without a default crypto provider; ring is ours.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let connect_timeout = connect_timeout(config.timeout);
-        // No client-wide timeout: `send` holds one deadline across all attempts.
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("bigid-auth-mcp/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(connect_timeout)
-            // Below the 75 s keep-alive of nginx, which fronts most BigID
-            // deployments, so an idle connection is dropped here first.
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none());
-        if is_loopback(base) {
+        let extra_roots = match &config.ca_cert {
+            Some(path) => load_ca_certs(path)?,
+            None => Vec::new(),
+        };
+        let settings = HttpSettings {
+            connect_timeout,
             // The demo BigID and local fakes must never be routed through HTTP(S)_PROXY.
-            builder = builder.no_proxy();
-        }
-        if let Some(path) = &config.ca_cert {
-            builder = builder.tls_certs_merge(load_ca_certs(path)?);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| Error::Setup(format!("cannot set up the HTTP client: {}", chain(&e))))?;
+            no_proxy: is_loopback(base),
+            extra_roots,
+        };
         Ok(Self {
-            http,
+            http: Arc::new(LazyHttp {
+                settings,
+                client: tokio::sync::OnceCell::new(),
+            }),
             base: base.clone(),
             sessions_url: endpoint(base, "sessions"),
             refresh_url: endpoint(base, "refresh-access-token"),
@@ -400,6 +436,15 @@ impl Client {
                 flipped: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// The shared reqwest client, built by the first caller. A failed build
+    /// is not kept: the next call tries again.
+    async fn http(&self) -> Result<&reqwest::Client, Error> {
+        let lazy = &*self.http;
+        lazy.client
+            .get_or_try_init(|| async { lazy.settings.build() })
+            .await
     }
 
     /// The `/sessions` endpoint, for messages.
@@ -425,7 +470,7 @@ impl Client {
     /// `GET` on the API base, once: any HTTP answer proves that the name
     /// resolves, the connection (or proxy) works and TLS verifies.
     pub async fn probe(&self) -> Result<StatusCode, Error> {
-        let request = self.http.get(self.base.clone());
+        let request = self.http().await?.get(self.base.clone());
         let deadline = Instant::now() + self.timeout;
         match tokio::time::timeout_at(deadline, self.attempt(&self.base, request)).await {
             Ok(reply) => reply.map(|r| r.status),
@@ -444,9 +489,9 @@ impl Client {
     ) -> Result<SessionResponse, Error> {
         let body = serde_json::to_vec(&SessionRequest { username, password })
             .map_err(|e| Error::Setup(format!("cannot encode the login request: {e}")))?;
+        let http = self.http().await?;
         let request = || {
-            self.http
-                .post(self.sessions_url.clone())
+            http.post(self.sessions_url.clone())
                 .header(header::ACCEPT, "application/json")
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body.clone())
@@ -506,9 +551,9 @@ impl Client {
             ),
         })?;
         authorization.set_sensitive(true);
+        let http = self.http().await?;
         let request = || {
-            self.http
-                .request(http_method(method), self.refresh_url.clone())
+            http.request(http_method(method), self.refresh_url.clone())
                 .header(header::ACCEPT, "application/json")
                 .header(header::AUTHORIZATION, authorization.clone())
         };
