@@ -151,15 +151,16 @@ impl HttpServer {
         super::open_fds(self.pid).unwrap_or(0)
     }
 
-    /// Open file descriptors, sorted (connections of clients apart).
-    pub fn fds_by_kind(&self) -> super::Fds {
+    /// Open file descriptors, sorted: connections of clients, connections
+    /// to BigID at `upstream_port`, the rest.
+    pub fn fds_by_kind(&self, upstream_port: u16) -> super::Fds {
         let port = self
             .base
             .rsplit(':')
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        super::classify_fds(self.pid, port)
+        super::classify_fds(self.pid, port, upstream_port)
     }
 
     /// Resident memory, kB.
