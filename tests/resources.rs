@@ -115,11 +115,12 @@ async fn reached_bigid(fake: &FakeBigId, user: &str) -> anyhow::Result<()> {
 
 /// A session that starts a slow call and vanishes while it runs: the HTTP
 /// connection is dropped after the response head, before the answer.
+/// Returns the session id: the session itself lives on until it idles out.
 async fn vanish_mid_call_streamable(
     fake: &FakeBigId,
     base: &str,
     user: String,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     // Its own client: dropping it closes its connections.
     let http = http_client();
     let session = open_session(&http, base).await?;
@@ -133,12 +134,16 @@ async fn vanish_mid_call_streamable(
     reached_bigid(fake, &user).await?;
     drop(response);
     drop(http);
-    Ok(())
+    Ok(Some(session))
 }
 
 /// A legacy session that posts a slow call and drops its event stream
 /// before the answer comes.
-async fn vanish_mid_call_legacy(fake: &FakeBigId, base: &str, user: String) -> anyhow::Result<()> {
+async fn vanish_mid_call_legacy(
+    fake: &FakeBigId,
+    base: &str,
+    user: String,
+) -> anyhow::Result<Option<String>> {
     let legacy = Legacy::connect(base).await?;
     legacy
         .post(&tool_call(
@@ -149,7 +154,7 @@ async fn vanish_mid_call_legacy(fake: &FakeBigId, base: &str, user: String) -> a
         .await?;
     reached_bigid(fake, &user).await?;
     drop(legacy);
-    Ok(())
+    Ok(None)
 }
 
 /// A session that does its calls and leaves properly.
@@ -174,10 +179,28 @@ async fn clean_session(base: String, legacy: bool, user: String) -> anyhow::Resu
     Ok(())
 }
 
+/// What becomes of the Streamable HTTP sessions whose client vanished.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vanished {
+    /// Left to idle out.
+    Abandoned,
+    /// Their client comes back later, on a new connection, just to DELETE
+    /// them (the binary's idle timeout is 30 min: too long to wait for).
+    DeletedLater,
+}
+
 /// Runs one round of load: clean sessions of both kinds, then sessions that
 /// vanish in the middle of a slow call.
-async fn round(fake: &FakeBigId, base: &str, round: usize) -> anyhow::Result<()> {
-    let scale = soak() as usize;
+async fn round(
+    fake: &FakeBigId,
+    base: &str,
+    round: usize,
+    vanished: Vanished,
+) -> anyhow::Result<()> {
+    // Up to 4× more sessions per round when soaking; more rounds beyond
+    // that. Abandoned Streamable HTTP sessions stay open until they idle out
+    // (30 min in the binary), so they must stay under the cap of 256.
+    let scale = soak().min(4) as usize;
     fake.set_fault(Fault::None);
     let mut tasks = JoinSet::new();
     for i in 0..16 * scale {
@@ -198,8 +221,25 @@ async fn round(fake: &FakeBigId, base: &str, round: usize) -> anyhow::Result<()>
             }
         }
     });
-    for vanished in timeout(WAIT, futures_util::future::join_all(vanishing)).await? {
-        vanished?;
+    let mut sessions = Vec::new();
+    for gone in timeout(WAIT, futures_util::future::join_all(vanishing)).await? {
+        sessions.extend(gone?);
+    }
+    if vanished == Vanished::DeletedLater {
+        let http = http_client();
+        for session in sessions {
+            let deleted = http
+                .delete(format!("{base}/mcp"))
+                .bearer_auth(MCP_TOKEN)
+                .header("mcp-session-id", session)
+                .send()
+                .await?;
+            ensure!(
+                deleted.status().is_success(),
+                "DELETE: {}",
+                deleted.status()
+            );
+        }
     }
     // The abandoned calls finish at BigID on their own; what is measured
     // afterwards is polled until it settles.
@@ -221,18 +261,18 @@ async fn fds_and_memory_return_to_baseline_after_clean_and_abrupt_disconnects() 
     // for 60 s, allocator arenas, caches). The baseline is taken after it.
     let bigid_port = fake.local_addr().port();
     let fds = || server.fds_by_kind(bigid_port);
-    round(&fake, &server.base, 0).await?;
+    round(&fake, &server.base, 0, Vanished::DeletedLater).await?;
     let quiet = eventually(Duration::from_secs(10), || fds().inbound == 0).await;
     ensure!(quiet, "warm-up connections stayed open: {:?}", fds());
     let (fds0, threads0) = (fds(), server.threads());
     // The pool to BigID holds about as many connections as calls ever ran
     // at once (up to 28 per soak step here; a few more when a connection is
     // reused a moment late). A leak per call would add 28 per round.
-    let pool_cap = 40 * soak() as usize;
+    let pool_cap = 40 * soak().min(4) as usize;
     let mut rss = vec![server.rss_kb()];
-    let rounds = 3 * soak() as usize;
+    let rounds = 2 + soak() as usize;
     for n in 1..=rounds {
-        round(&fake, &server.base, n).await?;
+        round(&fake, &server.base, n, Vanished::DeletedLater).await?;
         // Every client connection closes; nothing else piles up.
         let settled = eventually(Duration::from_secs(10), || {
             let now = fds();
@@ -350,14 +390,16 @@ async fn sessions_and_tasks_are_reclaimed_however_clients_leave() -> anyhow::Res
     let server = Isolated::start(
         fake.url(),
         Limits {
-            session_idle: Duration::from_millis(1500),
-            init_timeout: Duration::from_millis(800),
+            // Short enough to wait for, long enough that a loaded machine
+            // does not idle out a session between its own messages.
+            session_idle: Duration::from_secs(3),
+            init_timeout: Duration::from_secs(2),
             ..Limits::default()
         },
     )?;
     // An identical warm-up round first: the connection pool to BigID keeps
     // idle connections (each a task) for 60 s; the baseline includes them.
-    round(&fake, &server.base, 0).await?;
+    round(&fake, &server.base, 0, Vanished::Abandoned).await?;
     ensure!(
         eventually(WAIT, || server.sessions() == 0).await,
         "warm-up sessions were never reclaimed"
@@ -365,7 +407,7 @@ async fn sessions_and_tasks_are_reclaimed_however_clients_leave() -> anyhow::Res
     tokio::time::sleep(Duration::from_millis(200)).await;
     let baseline = server.tasks();
 
-    round(&fake, &server.base, 1).await?;
+    round(&fake, &server.base, 1, Vanished::Abandoned).await?;
     // Sessions that never initialize: a bare event stream, a bare POST.
     let http = http_client();
     let silent = http

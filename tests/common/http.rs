@@ -223,7 +223,13 @@ impl Legacy {
     /// Opens the stream, reads `endpoint`, and does the handshake.
     pub async fn connect(base: &str) -> anyhow::Result<Self> {
         let http = http_client();
-        let response = http
+        // No whole-request timeout on the stream: it lives as long as the
+        // session. Each read of it is bounded in `next_event` instead.
+        let stream_client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(WAIT)
+            .build()?;
+        let response = stream_client
             .get(format!("{base}/sse"))
             .bearer_auth(MCP_TOKEN)
             .send()
