@@ -285,14 +285,13 @@ async fn http_refusals_and_the_log_never_echo_a_secret() -> anyhow::Result<()> {
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
             .body(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string()),
-        // Bodies that are not JSON-RPC, with the secret inside; one too large.
+        // Bodies that are not JSON-RPC, with the secret inside.
         http.post(&message)
             .bearer_auth(MCP_TOKEN)
             .body(format!("{{\"password\": \"{secret}\"")),
         http.post(&message)
             .bearer_auth(MCP_TOKEN)
             .body(json!({"jsonrpc": "2.0", "id": secret}).to_string()),
-        http.post(&message).bearer_auth(MCP_TOKEN).body(big.clone()),
         http.post(server.url("/mcp"))
             .bearer_auth(MCP_TOKEN)
             .header("accept", "application/json, text/event-stream")
@@ -302,14 +301,27 @@ async fn http_refusals_and_the_log_never_echo_a_secret() -> anyhow::Result<()> {
                 "params": {"name": "create_session", "arguments": {"password": secret}}})
                 .to_string(),
             ),
+        // The two oversized bodies come last (see below).
+        http.post(&message).bearer_auth(MCP_TOKEN).body(big.clone()),
         http.post(server.url("/mcp"))
             .bearer_auth(MCP_TOKEN)
             .header("content-type", "application/json")
             .body(big),
     ];
     let mut statuses = Vec::new();
-    for request in requests {
-        let response = timeout(QUICK, request.send()).await??;
+    let count = requests.len();
+    for (i, request) in requests.into_iter().enumerate() {
+        let response = match timeout(QUICK, request.send()).await? {
+            Ok(response) => response,
+            // The last two send 2 MiB: the server may answer 413 and close
+            // before the client has sent it all, which the client sees as a
+            // broken connection. Refused either way, and nothing echoed.
+            Err(e) if i + 2 >= count && (e.is_request() || e.is_body()) => {
+                statuses.push(413);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         statuses.push(response.status().as_u16());
         let text = response.text().await?;
         assert!(

@@ -151,15 +151,16 @@ impl HttpServer {
         super::open_fds(self.pid).unwrap_or(0)
     }
 
-    /// Open file descriptors, sorted (connections of clients apart).
-    pub fn fds_by_kind(&self) -> super::Fds {
+    /// Open file descriptors, sorted: connections of clients, connections
+    /// to BigID at `upstream_port`, the rest.
+    pub fn fds_by_kind(&self, upstream_port: u16) -> super::Fds {
         let port = self
             .base
             .rsplit(':')
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        super::classify_fds(self.pid, port)
+        super::classify_fds(self.pid, port, upstream_port)
     }
 
     /// Resident memory, kB.
@@ -222,7 +223,13 @@ impl Legacy {
     /// Opens the stream, reads `endpoint`, and does the handshake.
     pub async fn connect(base: &str) -> anyhow::Result<Self> {
         let http = http_client();
-        let response = http
+        // No whole-request timeout on the stream: it lives as long as the
+        // session. Each read of it is bounded in `next_event` instead.
+        let stream_client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(WAIT)
+            .build()?;
+        let response = stream_client
             .get(format!("{base}/sse"))
             .bearer_auth(MCP_TOKEN)
             .send()

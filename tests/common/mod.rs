@@ -212,15 +212,18 @@ pub fn open_fds(pid: u32) -> Option<usize> {
 pub struct Fds {
     /// TCP connections accepted on `port` (clients of the server).
     pub inbound: usize,
-    /// Other TCP sockets (listeners, connections to BigID).
+    /// TCP connections to `upstream` (BigID, pooled).
+    pub upstream: usize,
+    /// Other TCP sockets (the listener).
     pub other_tcp: usize,
     /// Everything else: files, pipes, epoll, eventfd, ….
     pub other: usize,
 }
 
 /// Sorts the open descriptors of `pid`, telling apart connections accepted
-/// on `port` (Linux only: /proc/PID/fd and /proc/PID/net/tcp{,6}).
-pub fn classify_fds(pid: u32, port: u16) -> Fds {
+/// on `port` and connections to port `upstream` (Linux only: /proc/PID/fd
+/// and /proc/PID/net/tcp{,6}).
+pub fn classify_fds(pid: u32, port: u16, upstream: u16) -> Fds {
     let mut sockets = std::collections::HashMap::new();
     for table in ["tcp", "tcp6"] {
         let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
@@ -229,13 +232,21 @@ pub fn classify_fds(pid: u32, port: u16) -> Fds {
             if cols.len() < 10 {
                 continue;
             }
-            let local_port = cols[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            let port_of = |address: &str| {
+                address
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
             // 0A is LISTEN: the listener itself is not a client.
-            let accepted = local_port == Some(port) && cols[3] != "0A";
-            sockets.insert(cols[9].to_owned(), accepted);
+            let kind = if port_of(cols[1]) == Some(port) && cols[3] != "0A" {
+                0
+            } else if port_of(cols[2]) == Some(upstream) {
+                1
+            } else {
+                2
+            };
+            sockets.insert(cols[9].to_owned(), kind);
         }
     }
     let mut fds = Fds::default();
@@ -249,8 +260,9 @@ pub fn classify_fds(pid: u32, port: u16) -> Fds {
             .strip_prefix("socket:[")
             .and_then(|rest| rest.strip_suffix(']'));
         match inode.and_then(|inode| sockets.get(inode)) {
-            Some(true) => fds.inbound += 1,
-            Some(false) => fds.other_tcp += 1,
+            Some(0) => fds.inbound += 1,
+            Some(1) => fds.upstream += 1,
+            Some(_) => fds.other_tcp += 1,
             None => fds.other += 1,
         }
     }
