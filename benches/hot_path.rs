@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bigid_auth_mcp::{
-    bigid::{self, Credential, SessionResponse, TokenResponse},
-    config,
+    bigid, config,
     demo::FakeBigId,
     jwt,
     server::BigIdServer,
@@ -77,13 +76,7 @@ mod bigid_answer {
         .into_bytes();
         let url = url();
         bencher.bench_local(|| {
-            bigid::Client::parse_answer::<SessionResponse>(
-                &url,
-                StatusCode::OK,
-                black_box(&body),
-                Credential::Password,
-            )
-            .is_ok()
+            bigid::parse_session_answer(&url, StatusCode::OK, black_box(&body)).is_ok()
         });
     }
 
@@ -94,13 +87,7 @@ mod bigid_answer {
             .into_bytes();
         let url = url();
         bencher.bench_local(|| {
-            bigid::Client::parse_answer::<TokenResponse>(
-                &url,
-                StatusCode::OK,
-                black_box(&body),
-                Credential::UserToken,
-            )
-            .is_ok()
+            bigid::parse_token_answer(&url, StatusCode::OK, black_box(&body)).is_ok()
         });
     }
 }

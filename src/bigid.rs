@@ -498,22 +498,7 @@ impl Client {
         };
         let deadline = Instant::now() + self.timeout;
         let (status, body) = self.send(&self.sessions_url, request, deadline).await?;
-        let response: SessionResponse =
-            Self::parse_answer(&self.sessions_url, status, &body, Credential::Password)?;
-        if response.success == Some(false) {
-            return Err(Error::Rejected {
-                credential: Credential::Password,
-                status: status.as_u16(),
-                message: clean_message(response.message.as_deref()),
-            });
-        }
-        if response.auth_token.as_ref().is_none_or(Secret::is_empty) {
-            return Err(Error::BadShape {
-                url: self.sessions_url.to_string(),
-                cause: "no `auth_token` in a successful answer".into(),
-            });
-        }
-        Ok(response)
+        parse_session_answer(&self.sessions_url, status, &body)
     }
 
     /// `/refresh-access-token`: exchanges a user token for a system token.
@@ -543,22 +528,7 @@ impl Client {
             }
             answer => answer,
         };
-        let response: TokenResponse =
-            Self::parse_answer(&self.refresh_url, status, &body, Credential::UserToken)?;
-        if response.success == Some(false) {
-            return Err(Error::Rejected {
-                credential: Credential::UserToken,
-                status: status.as_u16(),
-                message: clean_message(response.message.as_deref()),
-            });
-        }
-        if response.system_token.as_ref().is_none_or(Secret::is_empty) {
-            return Err(Error::BadShape {
-                url: self.refresh_url.to_string(),
-                cause: "no `systemToken` in a successful answer".into(),
-            });
-        }
-        Ok(response)
+        parse_token_answer(&self.refresh_url, status, &body)
     }
 
     async fn send_refresh(
@@ -705,44 +675,6 @@ impl Client {
         })
     }
 
-    /// Turns status + body into `T`, or the error BigID meant. Public for
-    /// the micro-benchmarks of the hot path.
-    pub fn parse_answer<T: DeserializeOwned>(
-        url: &Url,
-        status: StatusCode,
-        body: &[u8],
-        credential: Credential,
-    ) -> Result<T, Error> {
-        // BigID sends JSON under any Content-Type (failed logins come as text/html).
-        let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-        let message = json.as_ref().and_then(error_message);
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            return Err(Error::Rejected {
-                credential,
-                status: status.as_u16(),
-                message,
-            });
-        }
-        if !status.is_success() {
-            return Err(Error::Status {
-                url: url.to_string(),
-                status: status.as_u16(),
-                message,
-            });
-        }
-        let Some(json) = json else {
-            return Err(Error::NotJson {
-                url: url.to_string(),
-                status: status.as_u16(),
-                what: describe_body(body),
-            });
-        };
-        serde_path_to_error::deserialize(json).map_err(|e| Error::BadShape {
-            url: url.to_string(),
-            cause: format!("field `{}` has the wrong type", e.path()),
-        })
-    }
-
     fn classify(&self, url: &Url, error: reqwest::Error) -> Error {
         let url = url.to_string();
         // TLS failures happen while connecting, so they are checked first.
@@ -781,6 +713,91 @@ impl Client {
             Error::Body { url, cause }
         }
     }
+}
+
+/// Turns a `/sessions` answer into a session, or the error BigID meant.
+/// Pure (no I/O), so the property tests and the fuzz target can drive it.
+pub fn parse_session_answer(
+    url: &Url,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<SessionResponse, Error> {
+    let response: SessionResponse = parse_answer(url, status, body, Credential::Password)?;
+    if response.success == Some(false) {
+        return Err(Error::Rejected {
+            credential: Credential::Password,
+            status: status.as_u16(),
+            message: clean_message(response.message.as_deref()),
+        });
+    }
+    if response.auth_token.as_ref().is_none_or(Secret::is_empty) {
+        return Err(Error::BadShape {
+            url: url.to_string(),
+            cause: "no `auth_token` in a successful answer".into(),
+        });
+    }
+    Ok(response)
+}
+
+/// Turns a `/refresh-access-token` answer into a system token, or the error
+/// BigID meant. Pure, like [`parse_session_answer`].
+pub fn parse_token_answer(
+    url: &Url,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<TokenResponse, Error> {
+    let response: TokenResponse = parse_answer(url, status, body, Credential::UserToken)?;
+    if response.success == Some(false) {
+        return Err(Error::Rejected {
+            credential: Credential::UserToken,
+            status: status.as_u16(),
+            message: clean_message(response.message.as_deref()),
+        });
+    }
+    if response.system_token.as_ref().is_none_or(Secret::is_empty) {
+        return Err(Error::BadShape {
+            url: url.to_string(),
+            cause: "no `systemToken` in a successful answer".into(),
+        });
+    }
+    Ok(response)
+}
+
+/// Turns status + body into `T`, or the error BigID meant.
+fn parse_answer<T: DeserializeOwned>(
+    url: &Url,
+    status: StatusCode,
+    body: &[u8],
+    credential: Credential,
+) -> Result<T, Error> {
+    // BigID sends JSON under any Content-Type (failed logins come as text/html).
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let message = json.as_ref().and_then(error_message);
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Err(Error::Rejected {
+            credential,
+            status: status.as_u16(),
+            message,
+        });
+    }
+    if !status.is_success() {
+        return Err(Error::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+            message,
+        });
+    }
+    let Some(json) = json else {
+        return Err(Error::NotJson {
+            url: url.to_string(),
+            status: status.as_u16(),
+            what: describe_body(body),
+        });
+    };
+    serde_path_to_error::deserialize(json).map_err(|e| Error::BadShape {
+        url: url.to_string(),
+        cause: format!("field `{}` has the wrong type", e.path()),
+    })
 }
 
 fn gave_up(attempts: u32, reason: Option<String>, last: Error) -> Error {

@@ -67,6 +67,62 @@ pub enum Fault {
     /// Answer successfully with only the token field, plus fields this server
     /// does not know (an older or newer BigID).
     Minimal,
+    /// Break the connection without a byte of answer (a crashed BigID or a
+    /// proxy resetting it).
+    Reset,
+}
+
+/// Random faults for chaos tests: each request fails, with probability
+/// `failure_percent`, in one of the ways real deployments fail (reset,
+/// 500, 503 with and without `Retry-After`, a stalled or truncated body,
+/// broken JSON, a slow answer). Seeded, so a failing run can be replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chaos {
+    /// Seed of the random sequence.
+    pub seed: u64,
+    /// Share of requests that fail, 0 to 100.
+    pub failure_percent: u8,
+    /// Longest delay of the slow faults.
+    pub max_delay: Duration,
+}
+
+/// The chaos settings and where their random sequence stands.
+struct ChaosState {
+    config: Chaos,
+    rng: u64,
+    injected: usize,
+}
+
+impl ChaosState {
+    /// SplitMix64: tiny, seedable, good enough to pick faults.
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The fault for the next request, if it is to fail.
+    fn draw(&mut self) -> Option<Fault> {
+        let roll = self.next();
+        if roll % 100 >= u64::from(self.config.failure_percent) {
+            return None;
+        }
+        self.injected += 1;
+        let max_ms = u64::try_from(self.config.max_delay.as_millis()).unwrap_or(u64::MAX);
+        let delay = Duration::from_millis(self.next() % max_ms.max(1));
+        Some(match (roll / 100) % 8 {
+            0 => Fault::Reset,
+            1 => Fault::Status(500),
+            2 => Fault::Status(503),
+            3 => Fault::RetryAfter(503, "0".into()),
+            4 => Fault::SlowBody(delay),
+            5 => Fault::Truncated,
+            6 => Fault::InvalidJson,
+            _ => Fault::Slow(delay),
+        })
+    }
 }
 
 /// One request the fake received.
@@ -87,6 +143,7 @@ pub struct Recorded {
 struct FakeState {
     fault: Mutex<Fault>,
     queued: Mutex<VecDeque<Fault>>,
+    chaos: Mutex<Option<ChaosState>>,
     token_ttl: Mutex<Option<Duration>>,
     requests: Mutex<Vec<Recorded>>,
     connections: AtomicUsize,
@@ -98,6 +155,7 @@ impl Default for FakeState {
         Self {
             fault: Mutex::default(),
             queued: Mutex::default(),
+            chaos: Mutex::default(),
             token_ttl: Mutex::new(Some(TOKEN_TTL)),
             requests: Mutex::default(),
             connections: AtomicUsize::default(),
@@ -181,6 +239,21 @@ impl FakeBigId {
         lock(&self.state.queued).extend(faults);
     }
 
+    /// Makes a random share of the following requests fail (see [`Chaos`]);
+    /// `None` ends it. Queued faults still come first.
+    pub fn set_chaos(&self, chaos: Option<Chaos>) {
+        *lock(&self.state.chaos) = chaos.map(|config| ChaosState {
+            config,
+            rng: config.seed,
+            injected: 0,
+        });
+    }
+
+    /// How many faults chaos has injected since it was set.
+    pub fn chaos_injected(&self) -> usize {
+        lock(&self.state.chaos).as_ref().map_or(0, |c| c.injected)
+    }
+
     /// Makes the next `times` requests answer HTTP `status`.
     pub fn fail_times(&self, times: usize, status: u16) {
         self.queue_faults(std::iter::repeat_n(Fault::Status(status), times));
@@ -244,6 +317,7 @@ async fn intake(
         received: Instant::now(),
     });
     let queued = lock(&state.queued).pop_front();
+    let queued = queued.or_else(|| lock(&state.chaos).as_mut().and_then(ChaosState::draw));
     let standing = lock(&state.fault).clone();
     let fault = match queued {
         // A queued delay slows down whatever the standing fault answers.
@@ -311,6 +385,14 @@ async fn intake(
             format!("{{\"pad\":\"{}\"}}", "x".repeat(bytes.saturating_sub(10))),
         )
             .into_response()),
+        Fault::Reset => {
+            // A body that fails before its first byte: hyper drops the
+            // connection without sending the response head.
+            let broken = futures_util::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("connection reset by the fake"))
+            });
+            Err(Response::new(Body::from_stream(broken)))
+        }
         Fault::Truncated => {
             let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
                 Ok(Bytes::from_static(b"{\"success\": true, \"systemTo")),
@@ -480,4 +562,68 @@ fn demo_permissions() -> Vec<String> {
         .iter()
         .flat_map(|a| actions.iter().map(move |v| format!("permission.{a}.{v}")))
         .collect()
+}
+
+#[cfg(test)]
+mod chaos_tests {
+    use super::*;
+
+    fn state(seed: u64, failure_percent: u8) -> ChaosState {
+        ChaosState {
+            config: Chaos {
+                seed,
+                failure_percent,
+                max_delay: Duration::from_millis(50),
+            },
+            rng: seed,
+            injected: 0,
+        }
+    }
+
+    #[test]
+    fn chaos_is_replayable_and_respects_its_share() {
+        let draws = |seed| {
+            let mut chaos = state(seed, 30);
+            (0..1000).map(|_| chaos.draw()).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(7), draws(7), "same seed, same faults");
+        assert_ne!(draws(7), draws(8));
+        let failed = draws(7).iter().filter(|f| f.is_some()).count();
+        assert!((200..400).contains(&failed), "{failed} of 1000 at 30%");
+        let mut kinds: Vec<String> = draws(7)
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                format!("{f:?}")
+                    .split('(')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds.len(), 7, "every kind of fault shows up: {kinds:?}");
+        assert!(state(1, 0).draw().is_none());
+        assert!((0..100).all(|_| state(1, 100).draw().is_some()));
+    }
+
+    #[tokio::test]
+    async fn reset_breaks_the_connection_before_any_answer() {
+        let fake = FakeBigId::start().await.expect("fake starts");
+        fake.set_fault(Fault::Reset);
+        let url = format!("{}/sessions", fake.url());
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let error = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .post(url)
+            .body("{}")
+            .send()
+            .await
+            .expect_err("no response");
+        // hyper reports IncompleteMessage: the connection closed before a head.
+        assert!(error.status().is_none() && error.is_request(), "{error:?}");
+    }
 }

@@ -6,6 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
+/// 9999-12-31T23:59:59Z, the last instant RFC 3339 (four-digit years) can write.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
 /// The claims this server cares about.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Claims {
@@ -18,9 +21,16 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// The expiry as a point in time, when there is one.
+    /// The expiry as a point in time, when there is one that RFC 3339 can
+    /// write (years 1970 to 9999).
     pub fn expires(&self) -> Option<SystemTime> {
         let exp = u64::try_from(self.exp?).ok()?;
+        // humantime's formatter returns fmt::Error past year 9999, and
+        // `to_string()` turns that into a panic: a far-future `exp` from BigID
+        // would crash the tool call. Such an expiry is treated as unknown.
+        if exp > LAST_RFC3339_SECOND {
+            return None;
+        }
         UNIX_EPOCH.checked_add(Duration::from_secs(exp))
     }
 
@@ -94,6 +104,20 @@ mod tests {
     fn negative_exp_has_no_rfc3339_form() {
         let claims = decode_unverified(&token(r#"{"exp":-5}"#)).unwrap();
         assert_eq!(claims.expires_at_rfc3339(), None);
+    }
+
+    #[test]
+    fn exp_past_year_9999_has_no_rfc3339_form_and_does_not_panic() {
+        let last = decode_unverified(&token(r#"{"exp":253402300799}"#)).unwrap();
+        assert_eq!(
+            last.expires_at_rfc3339().as_deref(),
+            Some("9999-12-31T23:59:59Z")
+        );
+        for exp in ["253402300800", "1e15", "9223372036854775807"] {
+            let claims = decode_unverified(&token(&format!(r#"{{"exp":{exp}}}"#))).unwrap();
+            assert_eq!(claims.expires(), None, "{exp}");
+            assert_eq!(claims.expires_at_rfc3339(), None, "{exp}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The MCP handler: two tools over the BigID client. Thin on purpose: it
 //! resolves defaults, calls [`bigid::Client`], and shapes the result.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use rmcp::{
     Json, ServerHandler,
@@ -75,6 +75,16 @@ impl BigIdServer {
         &self,
         Args(args): Args<CreateSessionArgs>,
     ) -> Result<Json<SessionOutput>, ToolError> {
+        let started = Instant::now();
+        let result = self.open_session(args).await;
+        log_outcome("create_session", started, &result);
+        result
+    }
+
+    async fn open_session(
+        &self,
+        args: Result<CreateSessionArgs, ToolError>,
+    ) -> Result<Json<SessionOutput>, ToolError> {
         let args = args?;
         let defaults = &self.shared.defaults;
         let username = given(args.username, |u| u.trim().is_empty())
@@ -134,6 +144,16 @@ impl BigIdServer {
         &self,
         Args(args): Args<RefreshArgs>,
     ) -> Result<Json<RefreshOutput>, ToolError> {
+        let started = Instant::now();
+        let result = self.system_token(args).await;
+        log_outcome("refresh_access_token", started, &result);
+        result
+    }
+
+    async fn system_token(
+        &self,
+        args: Result<RefreshArgs, ToolError>,
+    ) -> Result<Json<RefreshOutput>, ToolError> {
         let args = args?;
         let user_token = given(args.user_token, Secret::is_empty)
             .or_else(|| self.shared.defaults.user_token.clone())
@@ -189,6 +209,16 @@ fn rejection(error: bigid::Error, user_token: &Secret) -> ToolError {
     match error {
         bigid::Error::Rejected { .. } if is_access_token() => ToolError::AccessTokenGiven(error),
         other => ToolError::BigId(other),
+    }
+}
+
+/// One line per call: the tool, how it ended and how long it took; never an
+/// argument or a token. Failures at info, so an operator sees them by default.
+fn log_outcome<T>(tool: &str, started: Instant, result: &Result<T, ToolError>) {
+    let elapsed_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    match result {
+        Ok(_) => tracing::debug!(tool, elapsed_ms, "tool call succeeded"),
+        Err(error) => tracing::info!(tool, elapsed_ms, %error, "tool call failed"),
     }
 }
 

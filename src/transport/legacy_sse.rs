@@ -30,12 +30,14 @@ use futures_util::{StreamExt, future, stream};
 use rmcp::{
     ServerHandler, ServiceExt,
     model::{ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage},
+    transport::sink_stream::SinkStreamTransport,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::{
+    bounded::Bounded,
     drain::{Drain, InFlight},
     middleware::error_response,
     sessions::{SessionSlot, SessionSlots},
@@ -70,6 +72,11 @@ type ClientStream =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = ClientJsonRpcMessage> + Send>>;
 
 type Sessions = Arc<Mutex<HashMap<String, Arc<Session>>>>;
+
+/// What rmcp serves a session on: the two channels, with the cap on
+/// unanswered requests.
+type SessionTransport =
+    Bounded<SinkStreamTransport<PollSender<ServerJsonRpcMessage>, ClientStream>>;
 
 struct App<S> {
     sessions: Sessions,
@@ -144,7 +151,10 @@ async fn open_stream<S: ServerHandler>(State(app): State<App<S>>) -> Response {
     .take_while(|item| future::ready(item.is_ok()))
     .filter_map(|item| future::ready(item.ok()));
     let input: ClientStream = Box::pin(input);
-    let transport = (PollSender::new(to_client), input);
+    // Bounded: a client that posts without reading its stream makes the
+    // session stop taking messages (POSTs wait, then 503) rather than pile
+    // up answers in memory.
+    let transport = Bounded::new(SinkStreamTransport::new(PollSender::new(to_client), input));
     let session_ct = app.shutdown.child_token();
     tokio::spawn(run_session(
         (app.new_server)(),
@@ -192,7 +202,7 @@ async fn open_stream<S: ServerHandler>(State(app): State<App<S>>) -> Response {
 /// Serves one session until it ends, then forgets it and frees its slot.
 async fn run_session<S: ServerHandler>(
     server: S,
-    transport: (PollSender<ServerJsonRpcMessage>, ClientStream),
+    transport: SessionTransport,
     ct: CancellationToken,
     sessions: Sessions,
     id: String,

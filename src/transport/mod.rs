@@ -2,6 +2,7 @@
 
 use rmcp::service::ServerInitializeError;
 
+pub mod bounded;
 pub mod drain;
 pub mod http;
 pub mod legacy_sse;

@@ -2,6 +2,9 @@
 //! through the real binary, and snapshot settings.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod canned;
+pub mod http;
+
 use std::{process::Stdio, time::Duration};
 
 use bigid_auth_mcp::{bigid, config, server::BigIdServer};
@@ -19,6 +22,16 @@ use tokio::{io::AsyncReadExt, task::JoinHandle};
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How much bigger the load, chaos and property tests run: `BIGID_MCP_SOAK=10`
+/// multiplies their sizes and durations by 10 for a soak run by hand. CI uses 1.
+pub fn soak() -> u32 {
+    std::env::var("BIGID_MCP_SOAK")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
 
 /// An MCP client session.
 pub type Client = RunningService<RoleClient, ClientConfig>;
@@ -178,6 +191,82 @@ pub fn structured(result: &CallToolResult) -> Value {
     let copy: Value = serde_json::from_str(&text(result)).expect("text content is the same JSON");
     assert_eq!(copy, value, "text content repeats structuredContent");
     value
+}
+
+/// A `kB` field of `/proc/PID/status`, e.g. `VmRSS` or `VmHWM` (Linux only).
+pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// How many file descriptors the process has open (Linux only).
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// A process's open file descriptors, sorted by what they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fds {
+    /// TCP connections accepted on `port` (clients of the server).
+    pub inbound: usize,
+    /// TCP connections to `upstream` (BigID, pooled).
+    pub upstream: usize,
+    /// Other TCP sockets (the listener).
+    pub other_tcp: usize,
+    /// Everything else: files, pipes, epoll, eventfd, ….
+    pub other: usize,
+}
+
+/// Sorts the open descriptors of `pid`, telling apart connections accepted
+/// on `port` and connections to port `upstream` (Linux only: /proc/PID/fd
+/// and /proc/PID/net/tcp{,6}).
+pub fn classify_fds(pid: u32, port: u16, upstream: u16) -> Fds {
+    let mut sockets = std::collections::HashMap::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 {
+                continue;
+            }
+            let port_of = |address: &str| {
+                address
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            // 0A is LISTEN: the listener itself is not a client.
+            let kind = if port_of(cols[1]) == Some(port) && cols[3] != "0A" {
+                0
+            } else if port_of(cols[2]) == Some(upstream) {
+                1
+            } else {
+                2
+            };
+            sockets.insert(cols[9].to_owned(), kind);
+        }
+    }
+    let mut fds = Fds::default();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return fds;
+    };
+    for entry in entries.flatten() {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        let target = target.to_string_lossy();
+        let inode = target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'));
+        match inode.and_then(|inode| sockets.get(inode)) {
+            Some(0) => fds.inbound += 1,
+            Some(1) => fds.upstream += 1,
+            Some(_) => fds.other_tcp += 1,
+            None => fds.other += 1,
+        }
+    }
+    fds
 }
 
 /// Snapshots live in the top-level `snapshots/` folder under plain names.
