@@ -381,13 +381,20 @@ pub fn parse_bigid_url(raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// The URL as it may be shown: userinfo, query and fragment (places a
+/// credential could hide) are replaced by markers.
 fn strip_userinfo(raw: &str) -> String {
-    match (raw.find("://"), raw.rfind('@')) {
+    let (raw, hidden_tail) = match raw.find(['?', '#']) {
+        Some(cut) => (&raw[..cut], "[query]"),
+        None => (raw, ""),
+    };
+    let shown = match (raw.find("://"), raw.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!("{}[credentials]{}", &raw[..scheme_end + 3], &raw[at..])
         }
         _ => raw.to_owned(),
-    }
+    };
+    format!("{shown}{hidden_tail}")
 }
 
 /// `HTTPS://App.Example.com:443/` → `https://app.example.com:443`.
@@ -464,6 +471,18 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("must not carry credentials"), "{message}");
         assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn rejected_urls_are_shown_without_their_query() {
+        let err = config(
+            &["--bigid-url", "https://t.bigid.com/api/v1?token=s3cret"],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("https://t.bigid.com/api/v1[query]"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]
