@@ -222,11 +222,11 @@ fn sequential(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round]) {
     let _ = writeln!(
         out,
         "| phase | p50 | p99 | calls/s | floor p50 | floor p99 | floor calls/s | p50 − floor | \
-         calls/s ÷ floor | upstream conns | RSS after |"
+         calls/s ÷ floor | server CPU/call | upstream conns | RSS after |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (i, phase) in STDIO_PHASES.iter().enumerate() {
         let pairs: Vec<(Summary, Summary)> = rounds
@@ -341,11 +341,11 @@ fn http(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round], stateless
     let _ = writeln!(
         out,
         "| sessions | calls/s | p50 | p99 | floor calls/s | floor p50 | floor p99 | calls/s ÷ \
-         floor | p50 − floor | upstream conns | peak RSS (VmHWM) |"
+         floor | p50 − floor | server CPU/call | upstream conns | peak RSS (VmHWM) |"
     );
     let _ = writeln!(
         out,
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for level in levels {
         let pairs: Vec<(Summary, Summary)> = rounds
