@@ -16,7 +16,7 @@ use reqwest::Url;
 use crate::{
     bigid::{self, Client},
     config::{Config, ConfigError, DEMO_PASSWORD, DEMO_USER_TOKEN, Defaults, RefreshMethod},
-    demo::FakeBigId,
+    demo::bigid_target,
     jwt,
     secret::Secret,
     tools::ToolError,
@@ -30,15 +30,7 @@ pub fn config_failed(error: &ConfigError) -> String {
 /// Runs every step against the configured (or demo) BigID; exit code 0 only
 /// when every configured step passed.
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let demo = match config.demo {
-        true => Some(FakeBigId::start().await?),
-        false => None,
-    };
-    let url = match (&demo, &config.bigid.url) {
-        (Some(demo), _) => demo.url().clone(),
-        (None, Some(url)) => url.clone(),
-        (None, None) => anyhow::bail!("no BigID URL configured"),
-    };
+    let (demo, url) = bigid_target(config.demo, config.bigid.url.as_ref()).await?;
     let mut steps = Steps::new(std::io::stdout());
     let env = |name: &str| std::env::var(name).ok();
     check(&mut steps, &url, &config, demo.is_some(), env).await;

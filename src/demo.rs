@@ -173,6 +173,21 @@ pub struct FakeBigId {
     task: JoinHandle<()>,
 }
 
+/// The BigID to talk to: the demo one, started here, when `demo` is set;
+/// otherwise the configured URL. The fake stops when the returned handle drops.
+pub async fn bigid_target(
+    demo: bool,
+    configured: Option<&Url>,
+) -> std::io::Result<(Option<FakeBigId>, Url)> {
+    if demo {
+        let fake = FakeBigId::start().await?;
+        let url = fake.url().clone();
+        return Ok((Some(fake), url));
+    }
+    let url = configured.ok_or_else(|| std::io::Error::other("no BigID URL configured"))?;
+    Ok((None, url.clone()))
+}
+
 impl FakeBigId {
     /// Starts the fake on an ephemeral port of 127.0.0.1.
     pub async fn start() -> std::io::Result<Self> {

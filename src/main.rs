@@ -10,7 +10,7 @@ use tracing_subscriber::{
 use bigid_auth_mcp::{
     bigid,
     config::{Cli, Config, DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME, LogFormat, Transport},
-    demo::FakeBigId,
+    demo::bigid_target,
     server::BigIdServer,
     transport,
 };
@@ -56,15 +56,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     if config.command == Some(bigid_auth_mcp::config::Command::Check) {
         return bigid_auth_mcp::check::run(config).await;
     }
-    let demo = match config.demo {
-        true => Some(FakeBigId::start().await?),
-        false => None,
-    };
-    let url = match (&demo, &config.bigid.url) {
-        (Some(demo), _) => demo.url().clone(),
-        (None, Some(url)) => url.clone(),
-        (None, None) => anyhow::bail!("no BigID URL configured"),
-    };
+    let (demo, url) = bigid_target(config.demo, config.bigid.url.as_ref()).await?;
     let client = bigid::Client::new(&url, &config.bigid)?;
     let server = BigIdServer::new(client, config.defaults, config.bigid.token_cache);
     if demo.is_some() {
