@@ -8,31 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Environment variables of the contract, cleared so the host's never leak in.
-const CONTRACT_ENV: &[&str] = &[
-    "BIGID_URL",
-    "BIGID_USERNAME",
-    "BIGID_PASSWORD",
-    "BIGID_USER_TOKEN",
-    "BIGID_CA_CERT",
-    "BIGID_TIMEOUT",
-    "BIGID_REFRESH_METHOD",
-    "BIGID_AUTH_SCHEME",
-    "BIGID_TOKEN_CACHE",
-    "MCP_TRANSPORT",
-    "MCP_BIND",
-    "MCP_AUTH_TOKEN",
-    "MCP_ALLOWED_ORIGINS",
-    "MCP_STATELESS",
-    "LOG_FORMAT",
-    "RUST_LOG",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+// Environment variables that steer the binary, cleared so the host's never leak in.
+use bigid_auth_mcp::config::ENVIRONMENT as CONTRACT_ENV;
 
 /// Pids of live children, killed by the watchdog if the harness overruns.
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());

@@ -15,6 +15,34 @@ pub const DEMO_PASSWORD: &str = "demo";
 /// The demo user token.
 pub const DEMO_USER_TOKEN: &str = "demo-user-token";
 
+/// Every environment variable that changes what the binary does: the
+/// contract's, `RUST_LOG`, and the proxy variables reqwest reads. Tests and
+/// the benchmark clear them so a host's settings never leak into a run.
+pub const ENVIRONMENT: &[&str] = &[
+    "BIGID_URL",
+    "BIGID_USERNAME",
+    "BIGID_PASSWORD",
+    "BIGID_USER_TOKEN",
+    "BIGID_CA_CERT",
+    "BIGID_TIMEOUT",
+    "BIGID_REFRESH_METHOD",
+    "BIGID_AUTH_SCHEME",
+    "BIGID_TOKEN_CACHE",
+    "MCP_TRANSPORT",
+    "MCP_BIND",
+    "MCP_AUTH_TOKEN",
+    "MCP_ALLOWED_ORIGINS",
+    "MCP_STATELESS",
+    "LOG_FORMAT",
+    "RUST_LOG",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 /// The command line, as clap parses it (flags with their `env` fallbacks).
 #[derive(Debug, Parser)]
 #[command(

@@ -36,31 +36,8 @@ pub fn soak() -> u32 {
 /// An MCP client session.
 pub type Client = RunningService<RoleClient, ClientConfig>;
 
-/// Environment variables of the contract, cleared so the host's never leak in.
-pub const CONTRACT_ENV: &[&str] = &[
-    "BIGID_URL",
-    "BIGID_USERNAME",
-    "BIGID_PASSWORD",
-    "BIGID_USER_TOKEN",
-    "BIGID_CA_CERT",
-    "BIGID_TIMEOUT",
-    "BIGID_REFRESH_METHOD",
-    "BIGID_AUTH_SCHEME",
-    "BIGID_TOKEN_CACHE",
-    "MCP_TRANSPORT",
-    "MCP_BIND",
-    "MCP_AUTH_TOKEN",
-    "MCP_ALLOWED_ORIGINS",
-    "MCP_STATELESS",
-    "LOG_FORMAT",
-    "RUST_LOG",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+/// Environment variables that steer the binary, cleared so the host's never leak in.
+pub use bigid_auth_mcp::config::ENVIRONMENT as CONTRACT_ENV;
 
 /// A client that speaks a pinned protocol version (rmcp's default is a draft).
 pub fn client_config() -> ClientConfig {
