@@ -176,13 +176,7 @@ impl RawSession {
 
     /// The next line on stdout, which must be a JSON-RPC message.
     async fn next(&mut self) -> anyhow::Result<Value> {
-        let line = tokio::time::timeout(WAIT, self.stdout.next_line())
-            .await??
-            .ok_or_else(|| anyhow::anyhow!("stdout closed"))?;
-        let message: Value = serde_json::from_str(&line)
-            .map_err(|e| anyhow::anyhow!("stdout carried a non-JSON line {line:?}: {e}"))?;
-        assert_eq!(message["jsonrpc"], "2.0", "{line}");
-        Ok(message)
+        next_message(&mut self.stdout).await
     }
 }
 

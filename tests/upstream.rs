@@ -948,11 +948,7 @@ async fn check_reports_an_unreachable_bigid() {
         "{}",
         out.stdout
     );
-    assert!(
-        out.stdout.contains("– TLS and credentials: skipped"),
-        "{}",
-        out.stdout
-    );
+    out.says("– TLS and credentials: skipped");
     assert!(out.stdout.contains("✗ 1 check failed"), "{}", out.stdout);
     assert_no_secrets(&out.stdout);
 }
@@ -980,26 +976,10 @@ async fn check_names_the_ca_problem_and_passes_with_the_ca() {
 
     let out = check(&["--bigid-url", &base, "check"], &ALICE).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(
-        out.stdout.contains("✓ localhost resolves to"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("✗ TLS does not verify"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("not signed by a CA this server trusts"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("– credentials: skipped"),
-        "{}",
-        out.stdout
-    );
+    out.says("✓ localhost resolves to");
+    out.says("✗ TLS does not verify");
+    out.says("not signed by a CA this server trusts");
+    out.says("– credentials: skipped");
 
     let ca = harness::temp_file("ca.pem", &pki.ca_pem);
     let ca = ca.arg();
@@ -1052,11 +1032,7 @@ async fn check_explains_a_rejected_jwt_user_token() {
     let env = [("BIGID_USER_TOKEN", token.as_str())];
     let out = check(&["--bigid-url", &url(&fake), "check"], &env).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(
-        out.stdout.contains("already a BigID access token"),
-        "{}",
-        out.stdout
-    );
+    out.says("already a BigID access token");
     assert!(
         out.stdout
             .contains("(the user token expired 2001-09-09T01:46:40Z ("),
@@ -1075,16 +1051,8 @@ async fn check_with_no_credentials_checks_the_connection_only() {
     let fake = fake().await;
     let out = check(&["--bigid-url", &url(&fake), "check"], &[]).await;
     assert_eq!(out.code, 0, "{}", out.stdout);
-    assert!(
-        out.stdout.contains("– /sessions: skipped"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("– /refresh-access-token: skipped"),
-        "{}",
-        out.stdout
-    );
+    out.says("– /sessions: skipped");
+    out.says("– /refresh-access-token: skipped");
     assert_eq!(to(&fake.requests(), SESSIONS), 0);
 }
 
@@ -1094,11 +1062,7 @@ async fn check_notes_the_refresh_method_that_works() {
     fake.set_fault(Fault::RefreshOnly(Method::POST));
     let out = check(&["--bigid-url", &url(&fake), "check"], &ALICE).await;
     assert_eq!(out.code, 0, "{}", out.stdout);
-    assert!(
-        out.stdout.contains("set BIGID_REFRESH_METHOD=post"),
-        "{}",
-        out.stdout
-    );
+    out.says("set BIGID_REFRESH_METHOD=post");
 }
 
 #[tokio::test]
@@ -1122,11 +1086,7 @@ async fn bad_ca_files_stop_start_up() {
     let not_pem = not_pem.arg();
     let out = check(&["--demo", "--ca-cert", not_pem, "check"], &[]).await;
     assert_eq!(out.code, 2);
-    assert!(
-        out.stdout.contains("holds no PEM certificate"),
-        "{}",
-        out.stdout
-    );
+    out.says("holds no PEM certificate");
 
     // The server itself refuses to start the same way.
     let served = check(&["--demo", "--ca-cert", not_pem], &[]).await;

@@ -253,3 +253,16 @@ pub fn snapshot_settings() -> insta::Settings {
     settings.set_prepend_module_to_snapshot(false);
     settings
 }
+
+/// The next line the binary writes on stdout, which must be a JSON-RPC message.
+pub async fn next_message(
+    stdout: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> anyhow::Result<Value> {
+    let line = tokio::time::timeout(WAIT, stdout.next_line())
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("stdout closed"))?;
+    let message: Value = serde_json::from_str(&line)
+        .map_err(|e| anyhow::anyhow!("stdout carried a non-JSON line {line:.200}: {e}"))?;
+    assert_eq!(message["jsonrpc"], "2.0", "{line:.200}");
+    Ok(message)
+}

@@ -245,6 +245,17 @@ pub struct Checked {
     pub stderr: String,
 }
 
+impl Checked {
+    /// Asserts that the report contains `text`, showing the report if not.
+    pub fn says(&self, text: &str) {
+        assert!(
+            self.stdout.contains(text),
+            "{text:?} not in:\n{}",
+            self.stdout
+        );
+    }
+}
+
 /// Runs the binary with `args` (ending in `check`) and exactly this environment.
 pub async fn check(args: &[&str], env: &[(&str, &str)]) -> Checked {
     let output = bounded(
