@@ -4,6 +4,9 @@
 //!
 //! Every wait is bounded by [`WAIT`] (or a shorter explicit timeout).
 
+mod common;
+
+use common::{WAIT, client_config, http::http_client};
 use std::{
     process::Stdio,
     time::{Duration, Instant},
@@ -37,8 +40,6 @@ use tokio::{
     time::timeout,
 };
 
-/// Upper bound of every wait in these tests.
-const WAIT: Duration = Duration::from_secs(20);
 /// The bearer token of the tests that turn auth on.
 const TOKEN: &str = "mcp-test-token-5f1c0d9e";
 /// An Origin the tests add to the allow-list.
@@ -129,24 +130,6 @@ async fn wait_until(mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
-}
-
-fn http_client() -> reqwest::Client {
-    // reqwest is built without a default crypto provider (see bigid.rs).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(WAIT)
-        .build()
-        .expect("a plain HTTP client builds")
-}
-
-fn client_config() -> ClientConfig {
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("bigid-auth-mcp-http-tests", "0.0.0"),
-    )
-    .with_protocol_version(ProtocolVersion::V_2025_06_18)
 }
 
 /// rmcp's Streamable HTTP client, initialized.
