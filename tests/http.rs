@@ -926,6 +926,14 @@ async fn bodies_over_one_mebibyte_get_413() -> anyhow::Result<()> {
         .body(big.clone())
         .send()
         .await?;
+    // The rest of the body is unread: the connection must not be pooled.
+    assert_eq!(
+        response
+            .headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
     insta::assert_json_snapshot!("http_413_body_too_large", http_shape(response).await?);
 
     // Without Content-Length (chunked), the limit holds while reading.

@@ -220,11 +220,11 @@ pub async fn limit_body(State(limit): State<BodyLimit>, request: Request, next: 
         return next.run(request).await;
     }
     let too_large = || {
-        error_response(
+        closing(error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("request bodies are limited to {} bytes", limit.max_bytes),
-        )
+        ))
     };
     let declared = request
         .headers()
@@ -253,20 +253,31 @@ pub async fn limit_body(State(limit): State<BodyLimit>, request: Request, next: 
                 .await
         }
         Ok(Err(ReadError::TooLarge)) => too_large(),
-        Ok(Err(ReadError::Broken)) => error_response(
+        Ok(Err(ReadError::Broken)) => closing(error_response(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "the request body could not be read",
-        ),
-        Err(_) => error_response(
+        )),
+        Err(_) => closing(error_response(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
             format!(
                 "the request body did not arrive within {} s",
                 limit.read_timeout.as_secs()
             ),
-        ),
+        )),
     }
+}
+
+/// Marks a refusal sent before the body was read to its end: the rest of the
+/// body is still on the wire, so the connection cannot carry another request,
+/// and a client that pooled it would see its next request fail.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 enum ReadError {
