@@ -538,11 +538,17 @@ async fn sigterm_under_load_finishes_calls_in_flight_and_exits_zero() -> anyhow:
         "BigID was called after the server exited"
     );
     // After "stopped" only the sessions' own tasks wind down (rmcp says
-    // "serve finished"): no warning, no error, nothing of ours.
+    // "serve finished"): no warning, no error, nothing of ours. One rmcp line
+    // is exempt: when the runtime drops a session's worker while another
+    // thread is closing it, rmcp reports "fail to close sink … was cancelled";
+    // the session was already answered and ended, so it is teardown noise.
     let after: Vec<&str> = stderr
         .lines()
         .skip_while(|l| !l.contains("bigid_auth_mcp::transport::http: stopped"))
         .skip(1)
+        .filter(|l| {
+            !(l.contains("rmcp::service: fail to close sink") && l.contains("was cancelled"))
+        })
         .filter(|l| {
             l.contains(" WARN ")
                 || l.contains(" ERROR ")
