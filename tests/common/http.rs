@@ -248,6 +248,8 @@ impl Legacy {
     /// Opens the stream (with `token` as bearer, if any) and reads the
     /// `endpoint` event, which must come first; no handshake.
     pub async fn open(base: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        // First: building it installs the crypto provider the stream's client needs.
+        let http = http_client();
         // No whole-request timeout on the stream: it lives as long as the
         // session. Each read of it is bounded in `next_event` instead.
         let stream_client = reqwest::Client::builder()
@@ -270,7 +272,7 @@ impl Legacy {
             "{content_type}"
         );
         let mut legacy = Self {
-            http: http_client(),
+            http,
             base: base.to_owned(),
             token: token.map(str::to_owned),
             response,
