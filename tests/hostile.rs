@@ -1,4 +1,4 @@
-//! Hostile input (issue 6, §4): property tests that throw arbitrary data at
+//! Hostile input: property tests that throw arbitrary data at
 //! every place the server parses something it did not write itself: tool
 //! arguments, BigID's answers (as bytes, and as whole HTTP exchanges), and
 //! the JWTs inside them. Each property is one a careless parser breaks:
