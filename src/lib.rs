@@ -5,6 +5,7 @@ pub mod cache;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod host_env;
 pub mod jwt;
 pub mod secret;
 pub mod server;
