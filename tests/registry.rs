@@ -109,3 +109,26 @@ fn server_json_describes_this_version_its_five_bundles_and_the_bundle_settings()
         }
     }
 }
+
+#[test]
+fn release_plan_builds_every_target_the_registry_entry_offers() {
+    let plan =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dist-workspace.toml"))
+            .unwrap();
+    let targets_line = plan
+        .lines()
+        .find(|line| line.starts_with("targets = ["))
+        .expect("dist-workspace.toml lists its targets");
+    let server = read("server.json");
+    for package in server["packages"].as_array().unwrap() {
+        let identifier = package["identifier"].as_str().unwrap();
+        let target = identifier
+            .rsplit_once(&format!("-{}-", env!("CARGO_PKG_VERSION")))
+            .and_then(|(_, rest)| rest.strip_suffix(".mcpb"))
+            .unwrap();
+        assert!(
+            targets_line.contains(&format!("\"{target}\"")),
+            "dist does not build {target}: {targets_line}"
+        );
+    }
+}
