@@ -3,8 +3,11 @@
 pub mod bigid;
 pub mod cache;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod disk_cache;
+pub mod flows;
 pub mod jwt;
 pub mod secret;
 pub mod server;
