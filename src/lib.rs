@@ -11,5 +11,6 @@ pub mod flows;
 pub mod jwt;
 pub mod secret;
 pub mod server;
+pub mod skill;
 pub mod tools;
 pub mod transport;

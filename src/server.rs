@@ -1,11 +1,17 @@
-//! The MCP handler: two tools over [`Flows`], which the CLI shares. Thin on purpose.
+//! The MCP handler: two tools over [`Flows`] (shared with the CLI), and the
+//! Agent Skill served through the skills extension. Thin on purpose.
 
 use std::{sync::Arc, time::Instant};
 
 use rmcp::{
-    Json, ServerHandler,
+    ErrorData as McpError, Json, RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, tool::schema_for_input},
-    model::{Implementation, ServerCapabilities, ServerConfig},
+    model::{
+        GetSkillRequestParams, GetSkillResult, Implementation, ListResourcesResult,
+        ListSkillsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+        ReadResourceResponse, ServerCapabilities, ServerConfig,
+    },
+    service::RequestContext,
     tool, tool_handler, tool_router,
 };
 
@@ -13,6 +19,7 @@ use crate::{
     bigid,
     config::Defaults,
     flows::Flows,
+    skill,
     tools::{Args, CreateSessionArgs, RefreshArgs, RefreshOutput, SessionOutput, ToolError},
 };
 
@@ -153,14 +160,64 @@ fn instructions(defaults: &Defaults) -> String {
     )
 }
 
+/// 2026-07-28 peers expect cache hints on listings and reads; older ones
+/// do not know the fields.
+fn wants_cache_hints(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BigIdServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        // The skill rides on resources: the skills extension needs both declared.
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_skills()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(
                 Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
                     .with_title("BigID authentication"),
             )
             .with_instructions(self.shared.instructions.clone())
+    }
+
+    async fn list_skills(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListSkillsResult, McpError> {
+        skill::list(wants_cache_hints(&context))
+    }
+
+    async fn get_skill(
+        &self,
+        request: GetSkillRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetSkillResult, McpError> {
+        skill::get(&request.uri, wants_cache_hints(&context))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(skill::resources()?))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        skill::read(&request.uri, wants_cache_hints(&context))
+            .map(Into::into)
+            .ok_or_else(|| {
+                McpError::resource_not_found(format!("no resource {}", request.uri), None)
+            })
     }
 }
