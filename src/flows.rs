@@ -74,8 +74,8 @@ impl Flows {
             .create_session(&username, &password)
             .await
             .map_err(|e| ToolError::from(e).redact(&[&password]))?;
-        let auth_token = session.auth_token.unwrap_or_else(|| Secret::new(""));
-        let permissions = session.permissions.unwrap_or_default();
+        let auth_token = session.auth_token;
+        let permissions = session.permissions;
         Ok(SessionOutput {
             success: true,
             message: session.message,
@@ -135,7 +135,7 @@ impl Flows {
             let user_token = user_token.clone();
             async move {
                 let answer = client.refresh_access_token(&user_token).await?;
-                let token = answer.system_token.unwrap_or_else(|| Secret::new(""));
+                let token = answer.system_token;
                 let expires = jwt::decode_unverified(token.expose()).and_then(|c| c.expires());
                 Ok(Issued { token, expires })
             }

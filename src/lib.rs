@@ -1,12 +1,14 @@
 //! bigid-auth-mcp: an MCP server that authenticates AI agents against BigID.
 
 pub mod bigid;
+pub mod ca;
 pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod disk_cache;
+mod error_chain;
 pub mod flows;
 pub mod jwt;
 pub mod secret;
