@@ -45,11 +45,6 @@ impl Flows {
         self
     }
 
-    /// The credentials omitted arguments fall back to.
-    pub fn defaults(&self) -> &Defaults {
-        &self.defaults
-    }
-
     /// `create_session`: log in with a username and password.
     pub async fn create_session(
         &self,
