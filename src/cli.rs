@@ -35,7 +35,9 @@ pub async fn run(config: Config) -> ExitCode {
         Err(e) => return fail(EXIT_CONFIG, &e.to_string()),
     };
     let mut flows = Flows::new(client, config.defaults);
-    if config.bigid.token_cache {
+    // The demo BigID lives for one command, on a new port each time: its
+    // tokens could never be reused, so they are not written down either.
+    if config.bigid.token_cache && !config.demo {
         match DiskCache::open(std::env::var_os("XDG_RUNTIME_DIR").as_deref(), &url) {
             Ok(disk) => flows = flows.with_disk_cache(disk),
             // Running without the cache only costs a request to BigID.
