@@ -129,7 +129,9 @@ impl<E: Clone + Send + Sync + From<FetchAborted> + 'static> TokenCache<E> {
     }
 }
 
-fn is_fresh(issued: &Issued, now: SystemTime) -> bool {
+/// True while `issued` may be reused: it has an expiry, and `now` is more than
+/// [`EXPIRY_MARGIN`] before it. The in-process and on-disk caches share this rule.
+pub fn is_fresh(issued: &Issued, now: SystemTime) -> bool {
     issued
         .expires
         .and_then(|exp| exp.checked_sub(EXPIRY_MARGIN))

@@ -54,7 +54,7 @@ pub const ENVIRONMENT: &[&str] = &[
         BIGID_USER_TOKEN and MCP_AUTH_TOKEN."
 )]
 pub struct Cli {
-    /// What to do: serve (default) or check the configuration against BigID.
+    /// What to do: serve (default), check the configuration, or print a token.
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -145,6 +145,38 @@ pub struct Cli {
 pub enum Command {
     /// Verify the configuration against BigID step by step; exit 0 only when all works.
     Check,
+    /// Print a system token for BIGID_USER_TOKEN, for `curl -H "Authorization: $(bigid-auth-mcp token)"`.
+    ///
+    /// Exit 0 with the token on stdout, 1 when BigID refused or could not be
+    /// reached, 2 on a configuration error. A still-valid token is reused from
+    /// $XDG_RUNTIME_DIR/bigid-auth-mcp/ unless --no-token-cache.
+    Token {
+        /// Ask BigID for a new system token even when a cached one is still valid.
+        #[arg(long)]
+        force_refresh: bool,
+        /// Print the `refresh_access_token` result object instead of the bare token.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Log in with BIGID_USERNAME and BIGID_PASSWORD and print the session auth_token.
+    ///
+    /// Exit 0 with the token on stdout, 1 when BigID refused or could not be
+    /// reached, 2 on a configuration error.
+    Session {
+        /// With --json, also list the permission strings (otherwise only their count).
+        #[arg(long)]
+        include_permissions: bool,
+        /// Print the `create_session` result object instead of the bare token.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Command {
+    /// True for the credential-helper commands, which print a token and exit.
+    pub fn is_credential_helper(self) -> bool {
+        matches!(self, Self::Token { .. } | Self::Session { .. })
+    }
 }
 
 /// HTTP method for `/refresh-access-token`.

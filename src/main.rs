@@ -8,7 +8,9 @@ use tracing_subscriber::{
 
 use bigid_auth_mcp::{
     bigid,
-    config::{Config, DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME, LogFormat, Transport},
+    config::{
+        Command, Config, DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME, LogFormat, Transport,
+    },
     demo::bigid_target,
     server::BigIdServer,
     transport,
@@ -16,7 +18,7 @@ use bigid_auth_mcp::{
 
 fn main() -> ExitCode {
     let cli = bigid_auth_mcp::host_env::parse_cli();
-    let checking = cli.command == Some(bigid_auth_mcp::config::Command::Check);
+    let checking = cli.command == Some(Command::Check);
     let config = match Config::from_cli(cli, |name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(e) => {
@@ -27,10 +29,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format);
+    let helper = config.command.is_some_and(Command::is_credential_helper);
+    // A credential helper's stderr is read by people and agents: quiet unless something is wrong.
+    init_tracing(config.log_format, if helper { "warn" } else { "info" });
 
     // stdio serves one client: a single-threaded runtime starts faster and is enough.
     let runtime = match config.transport {
+        _ if helper => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         Transport::Stdio => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
@@ -52,8 +59,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    if config.command == Some(bigid_auth_mcp::config::Command::Check) {
-        return bigid_auth_mcp::check::run(config).await;
+    match config.command {
+        Some(Command::Check) => return bigid_auth_mcp::check::run(config).await,
+        Some(command) if command.is_credential_helper() => {
+            return Ok(bigid_auth_mcp::cli::run(config).await);
+        }
+        _ => {}
     }
     let (demo, url) = bigid_target(config.demo, config.bigid.url.as_ref()).await?;
     let client = bigid::Client::new(&url, &config.bigid)?;
@@ -66,9 +77,10 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
     match config.transport {
         Transport::Stdio => {
+            // The one info line of a stdio start: hosts that start a process per
+            // tool call would otherwise fill their logs.
             tracing::info!(
-                "bigid-auth-mcp {} ready on stdio against BigID {url}; waiting for an MCP client \
-                 on stdin (e.g. npx @modelcontextprotocol/inspector target/release/bigid-auth-mcp --demo)",
+                "bigid-auth-mcp {} ready on stdio against BigID {url}",
                 env!("CARGO_PKG_VERSION")
             );
             transport::stdio::serve(server).await?;
@@ -85,12 +97,12 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// Logs go to stderr only: in stdio mode stdout belongs to JSON-RPC.
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     let (filter, bad_filter) = match EnvFilter::try_from_default_env() {
         Ok(filter) => (filter, None),
         Err(e) => (
             // rmcp's per-session lifecycle lines are noise unless asked for.
-            EnvFilter::new("info,rmcp=warn"),
+            EnvFilter::new(format!("{default_level},rmcp=warn")),
             std::env::var("RUST_LOG").ok().map(|_| e),
         ),
     };

@@ -1,29 +1,31 @@
-//! The MCP handler: two tools over the BigID client. Thin on purpose: it
-//! resolves defaults, calls [`bigid::Client`], and shapes the result.
+//! The MCP handler: two tools over [`Flows`] (shared with the CLI), and the
+//! Agent Skill served through the skills extension. Thin on purpose.
 
 use std::{sync::Arc, time::Instant};
 
 use rmcp::{
-    Json, ServerHandler,
+    ErrorData as McpError, Json, RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, tool::schema_for_input},
-    model::{Implementation, ServerCapabilities, ServerConfig},
+    model::{
+        GetSkillRequestParams, GetSkillResult, Implementation, ListResourcesResult,
+        ListSkillsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+        ReadResourceResponse, ServerCapabilities, ServerConfig,
+    },
+    service::RequestContext,
     tool, tool_handler, tool_router,
 };
 
 use crate::{
     bigid,
-    cache::{FetchAborted, Issued, TokenCache},
     config::Defaults,
-    jwt,
-    secret::Secret,
+    flows::Flows,
+    skill,
     tools::{Args, CreateSessionArgs, RefreshArgs, RefreshOutput, SessionOutput, ToolError},
 };
 
 /// What every session of the server shares.
 struct Shared {
-    client: bigid::Client,
-    defaults: Defaults,
-    cache: Option<TokenCache<bigid::Error>>,
+    flows: Flows,
     instructions: String,
 }
 
@@ -40,12 +42,16 @@ impl BigIdServer {
     /// Builds the server around a BigID client.
     pub fn new(client: bigid::Client, defaults: Defaults, token_cache: bool) -> Self {
         let instructions = instructions(&defaults);
+        let flows = Flows::new(client, defaults);
+        let flows = if token_cache {
+            flows.with_memory_cache()
+        } else {
+            flows
+        };
         Self {
             tool_router: Self::tool_router(),
             shared: Arc::new(Shared {
-                client,
-                defaults,
-                cache: token_cache.then(TokenCache::default),
+                flows,
                 instructions,
             }),
         }
@@ -85,40 +91,7 @@ impl BigIdServer {
         &self,
         args: Result<CreateSessionArgs, ToolError>,
     ) -> Result<Json<SessionOutput>, ToolError> {
-        let args = args?;
-        let defaults = &self.shared.defaults;
-        let username = given(args.username, |u| u.trim().is_empty())
-            .or_else(|| defaults.username.clone())
-            .ok_or(ToolError::Missing {
-                argument: "username",
-                env: "BIGID_USERNAME",
-            })?;
-        let password = given(args.password, Secret::is_empty)
-            .or_else(|| defaults.password.clone())
-            .ok_or(ToolError::Missing {
-                argument: "password",
-                env: "BIGID_PASSWORD",
-            })?;
-
-        let session = self
-            .shared
-            .client
-            .create_session(&username, &password)
-            .await
-            .map_err(|e| ToolError::from(e).redact(&[&password]))?;
-        let auth_token = session.auth_token;
-        let permissions = session.permissions;
-        Ok(Json(SessionOutput {
-            success: true,
-            message: session.message,
-            expires_at: jwt::decode_unverified(auth_token.expose())
-                .and_then(|c| c.expires_at_rfc3339()),
-            auth_token,
-            username: session.username.unwrap_or(username),
-            first_name: session.first_name,
-            permission_count: permissions.len(),
-            permissions: args.include_permissions.then_some(permissions),
-        }))
+        self.shared.flows.create_session(args?).await.map(Json)
     }
 
     /// Exchange a user token.
@@ -154,61 +127,11 @@ impl BigIdServer {
         &self,
         args: Result<RefreshArgs, ToolError>,
     ) -> Result<Json<RefreshOutput>, ToolError> {
-        let args = args?;
-        let user_token = given(args.user_token, Secret::is_empty)
-            .or_else(|| self.shared.defaults.user_token.clone())
-            .ok_or(ToolError::Missing {
-                argument: "user_token",
-                env: "BIGID_USER_TOKEN",
-            })?;
-
-        let fetch = {
-            let client = self.shared.client.clone();
-            let user_token = user_token.clone();
-            async move {
-                let answer = client.refresh_access_token(&user_token).await?;
-                let token = answer.system_token;
-                let expires = jwt::decode_unverified(token.expose()).and_then(|c| c.expires());
-                Ok(Issued { token, expires })
-            }
-        };
-        let (result, cached) = match &self.shared.cache {
-            Some(cache) => {
-                let lookup = cache
-                    .get_or_fetch(&user_token, args.force_refresh, fetch)
-                    .await;
-                (lookup.result, lookup.cached)
-            }
-            None => (fetch.await, false),
-        };
-        let issued = result.map_err(|e| rejection(e, &user_token).redact(&[&user_token]))?;
-        Ok(Json(RefreshOutput {
-            success: true,
-            expires_at: issued
-                .expires
-                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-            system_token: issued.token,
-            cached,
-        }))
-    }
-}
-
-impl From<FetchAborted> for bigid::Error {
-    fn from(aborted: FetchAborted) -> Self {
-        bigid::Error::Setup(aborted.to_string())
-    }
-}
-
-/// A rejected token that is really an access token gets a hint instead of a bare 401.
-fn rejection(error: bigid::Error, user_token: &Secret) -> ToolError {
-    let is_access_token = || {
-        jwt::decode_unverified(user_token.expose())
-            .and_then(|c| c.token_type)
-            .is_some_and(|t| t == "access-token")
-    };
-    match error {
-        bigid::Error::Rejected { .. } if is_access_token() => ToolError::AccessTokenGiven(error),
-        other => ToolError::BigId(other),
+        self.shared
+            .flows
+            .refresh_access_token(args?)
+            .await
+            .map(Json)
     }
 }
 
@@ -220,11 +143,6 @@ fn log_outcome<T>(tool: &str, started: Instant, result: &Result<T, ToolError>) {
         Ok(_) => tracing::debug!(tool, elapsed_ms, "tool call succeeded"),
         Err(error) => tracing::info!(tool, elapsed_ms, %error, "tool call failed"),
     }
-}
-
-/// An argument counts as given unless it is empty.
-fn given<T>(value: Option<T>, empty: impl Fn(&T) -> bool) -> Option<T> {
-    value.filter(|v| !empty(v))
 }
 
 fn instructions(defaults: &Defaults) -> String {
@@ -242,14 +160,64 @@ fn instructions(defaults: &Defaults) -> String {
     )
 }
 
+/// 2026-07-28 peers expect cache hints on listings and reads; older ones
+/// do not know the fields.
+fn wants_cache_hints(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BigIdServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        // The skill rides on resources: the skills extension needs both declared.
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_skills()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(
                 Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
                     .with_title("BigID authentication"),
             )
             .with_instructions(self.shared.instructions.clone())
+    }
+
+    async fn list_skills(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListSkillsResult, McpError> {
+        skill::list(wants_cache_hints(&context))
+    }
+
+    async fn get_skill(
+        &self,
+        request: GetSkillRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetSkillResult, McpError> {
+        skill::get(&request.uri, wants_cache_hints(&context))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(skill::resources()?))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        skill::read(&request.uri, wants_cache_hints(&context))
+            .map(Into::into)
+            .ok_or_else(|| {
+                McpError::resource_not_found(format!("no resource {}", request.uri), None)
+            })
     }
 }

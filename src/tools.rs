@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::{bigid, secret::Secret};
 
 /// Arguments of `create_session`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = non_nullable)]
 pub struct CreateSessionArgs {
     /// BigID user name. Leave out to use the server's BIGID_USERNAME.
     pub username: Option<String>,
@@ -26,8 +27,9 @@ pub struct CreateSessionArgs {
 }
 
 /// Arguments of `refresh_access_token`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = non_nullable)]
 pub struct RefreshArgs {
     /// A long-lived BigID user token. Leave out to use the server's BIGID_USER_TOKEN.
     pub user_token: Option<Secret>,
@@ -38,6 +40,7 @@ pub struct RefreshArgs {
 
 /// Result of `create_session`.
 #[derive(Debug, Serialize, JsonSchema)]
+#[schemars(transform = non_nullable)]
 pub struct SessionOutput {
     /// True: BigID accepted the login.
     pub success: bool,
@@ -64,6 +67,7 @@ pub struct SessionOutput {
 
 /// Result of `refresh_access_token`.
 #[derive(Debug, Serialize, JsonSchema)]
+#[schemars(transform = non_nullable)]
 pub struct RefreshOutput {
     /// True: BigID issued (or had issued) the system token.
     pub success: bool,
@@ -81,6 +85,31 @@ pub struct RefreshOutput {
 /// Schema format, and some clients (Ajv) warn about it on every call.
 fn count_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "integer", "minimum": 0})
+}
+
+/// Optional fields are left out when absent, never sent as `null`, so their
+/// schema is the plain type: schemars writes `"type": ["string", "null"]` for
+/// an `Option`, which MCP clients and the Inspector flag as unportable.
+pub fn non_nullable(schema: &mut schemars::Schema) {
+    let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for property in properties.values_mut() {
+        let Some(types) = property.get_mut("type") else {
+            continue;
+        };
+        if let Some(list) = types.as_array() {
+            let mut kept: Vec<serde_json::Value> =
+                list.iter().filter(|t| *t != "null").cloned().collect();
+            *types = match kept.len() {
+                1 => kept.remove(0),
+                _ => serde_json::Value::Array(kept),
+            };
+        }
+    }
 }
 
 /// Why a tool call failed; becomes a result with `isError: true` and this text.

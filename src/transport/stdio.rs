@@ -18,12 +18,12 @@ pub async fn serve(server: BigIdServer) -> anyhow::Result<()> {
             Ok(running) => running,
             Err(e) => {
                 // stdin closed (or garbage) before `initialize`: nothing to serve.
-                tracing::info!("no MCP session on stdio: {}", super::handshake_failure(&e));
+                tracing::debug!("no MCP session on stdio: {}", super::handshake_failure(&e));
                 return Ok(());
             }
         };
         running.waiting().await?;
-        tracing::info!("stdin closed; exiting");
+        tracing::debug!("stdin closed; exiting");
         anyhow::Ok(())
     };
     tokio::select! {
