@@ -4,8 +4,9 @@
 //! turn, and legacy SSE sessions through its sticky upstream.
 //!
 //! nginx (Debian's package) is started by the tests on loopback ports, as
-//! one process with its logs and temporary files in a directory of its own.
-//! Without an `nginx` on `PATH` these tests say so and pass; CI installs it.
+//! one process with its logs and temporary files in a directory of its own
+//! under `target/tmp` (left there when a test fails, for reading). Without
+//! nginx these tests say so and pass, except under CI, which installs it.
 //! `BIGID_MCP_SOAK=N` multiplies the clients and the rolling restarts by N.
 
 mod common;
@@ -214,6 +215,8 @@ impl Nginx {
 /// Three instances of the binary behind nginx, sharing one fake BigID.
 struct Cluster {
     fake: FakeBigId,
+    /// `--stateless` unless a test shows what happens without it.
+    mode: &'static [&'static str],
     /// `None` while an instance is down.
     instances: Vec<Option<HttpServer>>,
     ports: [u16; 3],
@@ -224,11 +227,20 @@ impl Cluster {
     /// Starts the instances on ephemeral ports, then nginx with `conf`
     /// (the shipped file, or a variant of it) pointing at them.
     async fn start(nginx: &str, conf: &str) -> anyhow::Result<Self> {
+        Self::start_in_mode(nginx, conf, &["--stateless"]).await
+    }
+
+    /// [`Cluster::start`] with the instances started with `mode`.
+    async fn start_in_mode(
+        nginx: &str,
+        conf: &str,
+        mode: &'static [&'static str],
+    ) -> anyhow::Result<Self> {
         let fake = FakeBigId::start().await?;
         let mut instances = Vec::new();
         let mut ports = [0; 3];
         for port in &mut ports {
-            let instance = start_instance(&fake, "127.0.0.1:0").await?;
+            let instance = start_instance(&fake, "127.0.0.1:0", mode).await?;
             *port = instance
                 .base
                 .rsplit(':')
@@ -240,6 +252,7 @@ impl Cluster {
         let nginx = Nginx::start(nginx, &render(conf, &ports)?).await?;
         Ok(Self {
             fake,
+            mode,
             instances,
             ports,
             nginx,
@@ -260,7 +273,7 @@ impl Cluster {
     /// Starts instance `i` again on its port and waits until it is ready.
     async fn restart_instance(&mut self, i: usize) -> anyhow::Result<()> {
         let bind = format!("127.0.0.1:{}", self.ports[i]);
-        self.instances[i] = Some(start_instance(&self.fake, &bind).await?);
+        self.instances[i] = Some(start_instance(&self.fake, &bind, self.mode).await?);
         Ok(())
     }
 
@@ -278,16 +291,11 @@ impl Cluster {
     }
 }
 
-/// One instance as the docs run it: stateless, with MCP_AUTH_TOKEN (set by
-/// [`HttpServer`]), logging at info (access lines, shutdown lines).
-async fn start_instance(fake: &FakeBigId, bind: &str) -> anyhow::Result<HttpServer> {
-    HttpServer::start_at(
-        bind,
-        fake.url().as_str(),
-        &["--stateless"],
-        &[("RUST_LOG", "info")],
-    )
-    .await
+/// One instance as the docs run it (`mode` is `--stateless`), with
+/// MCP_AUTH_TOKEN (set by [`HttpServer`]), logging at info (access lines,
+/// shutdown lines).
+async fn start_instance(fake: &FakeBigId, bind: &str, mode: &[&str]) -> anyhow::Result<HttpServer> {
+    HttpServer::start_at(bind, fake.url().as_str(), mode, &[("RUST_LOG", "info")]).await
 }
 
 // ----------------------------------------------------------------- calls
@@ -755,6 +763,53 @@ async fn legacy_sse_without_sticky_routing_loses_its_session() -> anyhow::Result
         }
     }
     assert_eq!(refused, 3, "round-robin kept a legacy session together");
+    cluster.stop().await
+}
+
+/// Why the instances run `--stateless`: a stateful session lives in the
+/// instance that issued its `Mcp-Session-Id`, and the balancer sends the
+/// session's later requests to the others, which do not know it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_sessions_break_behind_the_balancer() -> anyhow::Result<()> {
+    let Some(nginx) = nginx() else {
+        return Ok(());
+    };
+    let cluster = Cluster::start_in_mode(nginx, SHIPPED_CONF, &[]).await?;
+    let http = http_client();
+    let post = |session: Option<&str>, message: Value| {
+        let mut request = http
+            .post(format!("{}/mcp", cluster.nginx.base()))
+            .bearer_auth(MCP_TOKEN)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(message.to_string());
+        if let Some(session) = session {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        request.send()
+    };
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "replicas-test", "version": "0"}}});
+    let opened = timeout(WAIT, post(None, initialize)).await??;
+    ensure!(opened.status() == 200, "initialize: {}", opened.status());
+    let session = opened
+        .headers()
+        .get("mcp-session-id")
+        .context("a stateful instance issues a session id")?
+        .to_str()?
+        .to_owned();
+    let mut statuses = Vec::new();
+    for id in 2..=4 {
+        let ping = json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
+        statuses.push(timeout(WAIT, post(Some(&session), ping)).await??.status());
+    }
+    assert!(
+        statuses.contains(&reqwest::StatusCode::NOT_FOUND),
+        "every request of the session reached its instance: {statuses:?}"
+    );
     cluster.stop().await
 }
 
