@@ -813,6 +813,26 @@ async fn stateful_sessions_break_behind_the_balancer() -> anyhow::Result<()> {
     cluster.stop().await
 }
 
+/// A rolling restart may stop an instance the moment it says it is ready:
+/// that stop is still graceful (exit status 0 after "signal received"),
+/// never the signal's default action of killing the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_the_ready_line_still_stops_gracefully() -> anyhow::Result<()> {
+    let fake = FakeBigId::start().await?;
+    for attempt in 0..10 {
+        let instance = start_instance(&fake, "127.0.0.1:0", &["--stateless"]).await?;
+        instance.terminate()?;
+        let (status, stderr) = instance.wait().await?;
+        assert!(
+            status.success(),
+            "attempt {attempt}: {status}\n{stderr:.2000}"
+        );
+        assert!(stderr.contains("signal received"), "{stderr:.2000}");
+    }
+    fake.stop().await;
+    Ok(())
+}
+
 /// docs/scale-out.md shows the shipped nginx file verbatim, so the
 /// configuration a reader copies is the one these tests run.
 #[test]
