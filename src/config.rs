@@ -301,13 +301,27 @@ pub enum ConfigError {
     /// The `--ca-cert` file is missing, unreadable or holds no PEM certificate.
     #[error("{0}")]
     BadCaCert(String),
+    /// A value that looks like a placeholder copied from an example configuration.
+    #[error(
+        "{name} holds {kind}, not a real value: replace it, or leave it empty if it is optional"
+    )]
+    Placeholder {
+        /// The variable or flag holding it (never its value: it may be a secret).
+        name: &'static str,
+        /// What kind of placeholder it looks like.
+        kind: &'static str,
+    },
 }
 
 impl Config {
     /// Validates the parsed command line, reading secrets through `env`.
     pub fn from_cli(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        // An empty variable (a placeholder left blank in mcp.json) counts as unset.
-        let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if let Some((name, kind)) = crate::host_env::find_placeholder(&cli, &env) {
+            return Err(ConfigError::Placeholder { name, kind });
+        }
+        // An empty variable (an optional field left blank in a host's
+        // configuration) counts as unset.
+        let var = |name: &str| env(name).filter(|v| !crate::host_env::means_unset(v));
 
         let url = match (&cli.bigid_url, cli.demo) {
             (_, true) => None,

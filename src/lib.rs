@@ -7,6 +7,7 @@ pub mod check;
 pub mod config;
 pub mod demo;
 mod error_chain;
+pub mod host_env;
 pub mod jwt;
 pub mod secret;
 pub mod server;

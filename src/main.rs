@@ -2,21 +2,20 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::{
     EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
 use bigid_auth_mcp::{
     bigid,
-    config::{Cli, Config, DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME, LogFormat, Transport},
+    config::{Config, DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME, LogFormat, Transport},
     demo::bigid_target,
     server::BigIdServer,
     transport,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = bigid_auth_mcp::host_env::parse_cli();
     let checking = cli.command == Some(bigid_auth_mcp::config::Command::Check);
     let config = match Config::from_cli(cli, |name| std::env::var(name).ok()) {
         Ok(config) => config,
