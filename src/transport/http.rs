@@ -94,12 +94,15 @@ pub async fn serve(server: BigIdServer, config: &HttpConfig) -> anyhow::Result<(
         None => "no bearer token required (MCP_AUTH_TOKEN unset; loopback only)",
     };
     let mode = if config.stateless { ", stateless" } else { "" };
+    // Listening for signals before saying "ready": whoever reads that line
+    // may send SIGTERM at once.
+    let stop = super::shutdown_signal();
     tracing::info!(
         "bigid-auth-mcp {} ready on http://{addr}/mcp (legacy SSE at http://{addr}/sse{mode}); {auth}",
         env!("CARGO_PKG_VERSION")
     );
 
-    super::shutdown_signal().await;
+    stop.await;
     tracing::info!(
         "signal received; finishing calls in flight (up to {} s)",
         grace.as_secs()

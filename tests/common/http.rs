@@ -59,13 +59,24 @@ impl HttpServer {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_at("127.0.0.1:0", bigid_url, extra_args, env).await
+    }
+
+    /// [`HttpServer::start`] on a given address, e.g. to restart an
+    /// instance on the port a load balancer knows it by.
+    pub async fn start_at(
+        bind: &str,
+        bigid_url: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut args = vec![
             "--bigid-url",
             bigid_url,
             "--transport",
             "http",
             "--bind",
-            "127.0.0.1:0",
+            bind,
         ];
         args.extend_from_slice(extra_args);
         let mut all_env = vec![("MCP_AUTH_TOKEN", MCP_TOKEN), ("RUST_LOG", "trace")];
