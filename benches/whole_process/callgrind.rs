@@ -359,7 +359,13 @@ fn totals(out: &Path) -> anyhow::Result<u64> {
 pub fn render(counts: &Counts, machine: &str) -> String {
     use std::fmt::Write as _;
     let k = |n: f64| format!("{:.1}k", n / 1000.0);
-    let m = |n: f64| format!("{:.2}M", n / 1e6);
+    let m = |n: f64| {
+        if n.abs() < 1e6 {
+            k(n)
+        } else {
+            format!("{:.2}M", n / 1e6)
+        }
+    };
     let mut out = String::new();
     let _ = writeln!(out, "## bigid-auth-mcp instruction counts (callgrind)\n");
     let _ = writeln!(out, "{machine}\n");
