@@ -112,6 +112,13 @@ fn parse_answer<T: DeserializeOwned>(
     body: &[u8],
     credential: Credential,
 ) -> Result<T, Error> {
+    // The common case, a 2xx JSON answer of the expected shape, in one pass;
+    // anything else is read below, where the failure is worked out.
+    if status.is_success()
+        && let Ok(answer) = serde_json::from_slice(body)
+    {
+        return Ok(answer);
+    }
     // BigID sends JSON under any Content-Type (failed logins come as text/html).
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let message = json.as_ref().and_then(error_message);

@@ -123,10 +123,15 @@ impl Client {
             }
             None => Vec::new(),
         };
+        let proxy = proxy_for(base, |name| std::env::var(name).ok());
         let settings = HttpSettings {
             connect_timeout,
             // The demo BigID and local fakes must never be routed through HTTP(S)_PROXY.
             no_proxy: is_loopback(base),
+            // A plain-HTTP BigID reached without a proxy never sees a TLS
+            // handshake (redirects are not followed), so the system roots are
+            // not loaded for it. Through a proxy, which may be https://, they are.
+            tls: base.scheme() != "http" || proxy.is_some(),
             extra_roots,
         };
         Ok(Self {
@@ -139,7 +144,7 @@ impl Client {
             refresh_url: endpoint(base, "refresh-access-token"),
             timeout: config.timeout,
             connect_timeout,
-            proxy: proxy_for(base, |name| std::env::var(name).ok()),
+            proxy,
             auth_scheme: config.auth_scheme,
             refresh: Arc::new(RefreshPreference {
                 configured: config.refresh_method,

@@ -64,6 +64,9 @@ impl TlsProblem {
 pub(super) struct HttpSettings {
     pub(super) connect_timeout: Duration,
     pub(super) no_proxy: bool,
+    /// False when no request can need TLS: the system roots are then not
+    /// loaded (reading and parsing them is most of a first call's work).
+    pub(super) tls: bool,
     pub(super) extra_roots: Vec<reqwest::Certificate>,
 }
 
@@ -81,7 +84,10 @@ impl HttpSettings {
         if self.no_proxy {
             builder = builder.no_proxy();
         }
-        if !self.extra_roots.is_empty() {
+        if !self.tls {
+            // An empty trust store: nothing to load, and nothing trusted.
+            builder = builder.tls_certs_only(std::iter::empty());
+        } else if !self.extra_roots.is_empty() {
             builder = builder.tls_certs_merge(self.extra_roots.clone());
         }
         builder

@@ -6,6 +6,7 @@ pub mod bounded;
 pub mod drain;
 pub mod http;
 pub mod legacy_sse;
+pub mod lines;
 pub mod middleware;
 pub mod sessions;
 pub mod stdio;

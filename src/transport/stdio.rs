@@ -1,9 +1,9 @@
 //! MCP over stdin/stdout: what Claude Desktop, Claude Code and agent
 //! frameworks spawn. stdout carries JSON-RPC only; logs go to stderr.
 
-use rmcp::{ServiceExt, transport::async_rw::AsyncRwTransport};
+use rmcp::ServiceExt;
 
-use super::bounded::Bounded;
+use super::{bounded::Bounded, lines::LineTransport};
 use crate::server::BigIdServer;
 
 /// Serves one client on stdio until stdin closes or a signal arrives.
@@ -13,7 +13,7 @@ pub async fn serve(server: BigIdServer) -> anyhow::Result<()> {
         // rmcp caps a line at 16 MiB; Bounded caps the unanswered requests, so
         // a client that does not read stdout cannot grow our memory either.
         let (stdin, stdout) = rmcp::transport::stdio_pipes();
-        let transport = Bounded::new(AsyncRwTransport::new_server(stdin, stdout));
+        let transport = Bounded::new(LineTransport::new(stdin, stdout));
         let running = match server.serve(transport).await {
             Ok(running) => running,
             Err(e) => {

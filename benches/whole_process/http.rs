@@ -16,7 +16,7 @@ use crate::{
     floor::worker_token,
     load, process,
     stats::Samples,
-    stdio::{PROTOCOL_VERSION, initialize_line, looks_successful},
+    stdio::{PROTOCOL_VERSION, initialize_line_for, looks_successful},
 };
 
 /// A running server on `--transport http`; stopped (SIGTERM) when dropped.
@@ -94,6 +94,7 @@ impl Drop for HttpServer {
 pub struct Session {
     http: reqwest::Client,
     mcp: Url,
+    version: &'static str,
     id: Option<header::HeaderValue>,
     next_id: AtomicU64,
 }
@@ -101,13 +102,23 @@ pub struct Session {
 impl Session {
     /// `initialize` + `notifications/initialized`.
     pub async fn open(http: reqwest::Client, mcp: Url) -> anyhow::Result<Self> {
+        Self::open_with(http, mcp, PROTOCOL_VERSION).await
+    }
+
+    /// The same, naming protocol `version`.
+    pub async fn open_with(
+        http: reqwest::Client,
+        mcp: Url,
+        version: &'static str,
+    ) -> anyhow::Result<Self> {
         let mut session = Self {
             http,
             mcp,
+            version,
             id: None,
             next_id: AtomicU64::new(1),
         };
-        let response = session.post(initialize_line()).await?;
+        let response = session.post(initialize_line_for(version)).await?;
         session.id = response.headers().get("mcp-session-id").cloned();
         let status = response.status();
         let body = response.text().await?;
@@ -132,7 +143,7 @@ impl Session {
             .post(self.mcp.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json, text/event-stream")
-            .header("mcp-protocol-version", PROTOCOL_VERSION)
+            .header("mcp-protocol-version", self.version)
             .body(body);
         if let Some(id) = &self.id {
             request = request.header("mcp-session-id", id.clone());
@@ -193,4 +204,43 @@ pub async fn load(
     samples.wall = timed_from.elapsed();
     let cpu = process::cpu_time(pid).saturating_sub(cpu_at_start.await?);
     Ok((samples, cpu))
+}
+
+/// The 2026-07-28 protocol version: no `initialize`, no session; every
+/// request carries its own client context in `_meta`.
+pub const STATELESS_VERSION: &str = "2026-07-28";
+
+/// One 2026-07-28 `tools/call`, outside any session; the answer (JSON or an
+/// SSE stream) is read to its end.
+pub async fn stateless_call(
+    http: &reqwest::Client,
+    mcp: &Url,
+    id: u64,
+    tool: &str,
+    arguments: &str,
+) -> anyhow::Result<()> {
+    let request = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":\
+         {{\"name\":\"{tool}\",\"arguments\":{arguments},\"_meta\":{{\
+         \"io.modelcontextprotocol/protocolVersion\":\"{STATELESS_VERSION}\",\
+         \"io.modelcontextprotocol/clientCapabilities\":{{}},\
+         \"io.modelcontextprotocol/clientInfo\":{{\"name\":\"bigid-auth-mcp-bench\",\"version\":\"0\"}}}}}}}}"
+    );
+    let response = http
+        .post(mcp.clone())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .header("mcp-protocol-version", STATELESS_VERSION)
+        // Routing headers the 2026-07-28 revision requires beside the body.
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .body(request)
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.text().await?;
+    if !status.is_success() || !looks_successful(&body) {
+        bail!("{tool} over stateless HTTP failed: HTTP {status}: {body}");
+    }
+    Ok(())
 }

@@ -4,7 +4,10 @@
 //! Run: `cargo bench --bench whole_process` (prints a Markdown report on
 //! stdout, progress on stderr). Scale with the `BENCH_*` variables in
 //! [`Settings::from_env`]; docs/performance.md explains the phases.
+//! `BENCH_PHASES=callgrind` counts instructions per call instead
+//! (benches/callgrind.sh).
 
+mod callgrind;
 mod fake;
 mod floor;
 mod http;
@@ -46,8 +49,8 @@ pub struct Settings {
     pub http_warmup: Duration,
     /// Concurrent sessions of the HTTP phases (`BENCH_CONCURRENCY`, "1,16,64").
     pub concurrency: Vec<usize>,
-    /// Phases to run (`BENCH_PHASES`, "spawn,stdio,http"); `BENCH_HTTP=0`
-    /// drops `http`.
+    /// Phases to run (`BENCH_PHASES`, "spawn,stdio,http"; `callgrind` on
+    /// request); `BENCH_HTTP=0` drops `http`.
     pub phases: Vec<String>,
     /// Runtime threads of the fake BigID (`BENCH_FAKE_THREADS`, 1).
     pub fake_threads: usize,
@@ -57,8 +60,8 @@ pub struct Settings {
     pub deadline: Duration,
 }
 
-/// The phase groups `BENCH_PHASES` selects from.
-const PHASES: [&str; 3] = ["spawn", "stdio", "http"];
+/// The phase groups `BENCH_PHASES` selects from; the first three by default.
+const PHASES: [&str; 4] = ["spawn", "stdio", "http", "callgrind"];
 
 impl Settings {
     /// True when the phase group `name` is to run.
@@ -83,7 +86,7 @@ impl Settings {
                 Err(_) => vec![1, 16, 64],
             },
             phases: {
-                let list = std::env::var("BENCH_PHASES").unwrap_or_else(|_| PHASES.join(","));
+                let list = std::env::var("BENCH_PHASES").unwrap_or_else(|_| PHASES[..3].join(","));
                 let mut phases: Vec<String> =
                     list.split(',').map(|p| p.trim().to_owned()).collect();
                 if let Some(unknown) = phases.iter().find(|p| !PHASES.contains(&p.as_str())) {
@@ -191,6 +194,9 @@ pub struct Round {
 const IDLE_SETTLE: Duration = Duration::from_millis(50);
 
 fn main() -> ExitCode {
+    if let Some(code) = callgrind::floor_child() {
+        return code;
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -221,6 +227,21 @@ fn run() -> anyhow::Result<()> {
             .enable_all()
             .build()?,
     };
+    if settings.runs("callgrind") {
+        eprintln!(
+            "callgrind, {} and {} calls per run",
+            settings.calls,
+            2 * settings.calls
+        );
+        let started = Instant::now();
+        let counts = callgrind::run(&fake, &runtime, settings.calls)?;
+        let machine = machine.clone().finish(started.elapsed());
+        print!("{}", callgrind::render(&counts, &machine.describe()));
+        settings.phases.retain(|p| p != "callgrind");
+        if settings.phases.is_empty() {
+            return Ok(());
+        }
+    }
     let floor = Floor::new(fake.url())?;
     let started = Instant::now();
     let mut rounds = Vec::with_capacity(settings.rounds);

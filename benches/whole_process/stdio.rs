@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    process::{Child, ChildStdin, ChildStdout},
+    process::{Child, ChildStdin, ChildStdout, Command},
     time::{Duration, Instant},
 };
 
@@ -17,9 +17,14 @@ pub const PROTOCOL_VERSION: &str = "2025-06-18";
 
 /// The `initialize` request, as a client sends it first thing.
 pub fn initialize_line() -> String {
+    initialize_line_for(PROTOCOL_VERSION)
+}
+
+/// The `initialize` request naming protocol `version`.
+pub fn initialize_line_for(version: &str) -> String {
     format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{{\
-         \"protocolVersion\":\"{PROTOCOL_VERSION}\",\"capabilities\":{{}},\
+         \"protocolVersion\":\"{version}\",\"capabilities\":{{}},\
          \"clientInfo\":{{\"name\":\"bigid-auth-mcp-bench\",\"version\":\"0\"}}}}}}\n"
     )
 }
@@ -63,11 +68,16 @@ impl StdioServer {
     /// Spawns the server with `args`, writes `initialize` at once (as a
     /// client does) and returns with the time from spawn to its answer.
     pub fn spawn_and_initialize(args: &[&str]) -> anyhow::Result<(Self, Duration)> {
+        Self::start_and_initialize(process::command(args))
+    }
+
+    /// The same for a prepared command (e.g. the server under valgrind).
+    pub fn start_and_initialize(mut command: Command) -> anyhow::Result<(Self, Duration)> {
         let init = initialize_line();
         let start = Instant::now();
-        let mut child = process::command(args)
+        let mut child = command
             .spawn()
-            .with_context(|| format!("cannot start {}", process::binary().display()))?;
+            .with_context(|| format!("cannot start {:?}", command.get_program()))?;
         process::register(&child);
         let stdin = child.stdin.take().context("no stdin pipe")?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
@@ -126,6 +136,31 @@ impl StdioServer {
             .context("reading from the server")?;
         if n == 0 {
             bail!("the server closed stdout");
+        }
+        Ok(())
+    }
+}
+
+impl StdioServer {
+    /// Closes stdin and waits up to `grace` for the server to exit by itself.
+    pub fn finish(mut self, grace: Duration) -> anyhow::Result<()> {
+        self.stdin = None;
+        let mut child = self.child.take().context("already finished")?;
+        let pid = child.id();
+        let deadline = Instant::now() + grace;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                process::reap(child, Duration::ZERO);
+                bail!("the server did not exit within {grace:?} of stdin closing");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        process::unregister(pid);
+        if !status.success() {
+            bail!("the server exited with {status}");
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! The Markdown report: medians across rounds with their spread, ratios to
-//! the floor, and the issue's targets checked against the medians.
+//! the floor, and the performance targets checked against the medians.
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
@@ -63,7 +63,7 @@ fn load_average() -> String {
         .join(" ")
 }
 
-/// The targets of issue 5.
+/// The performance targets (docs/performance.md).
 const SPAWN_TARGET: Duration = Duration::from_millis(5);
 const IDLE_RSS_TARGET_KIB: f64 = 10.0 * 1024.0;
 const PEAK_RSS_TARGET_KIB: f64 = 40.0 * 1024.0;
@@ -102,21 +102,27 @@ fn target(targets: &mut Vec<Target>, what: impl Into<String>, measured: String, 
     });
 }
 
+impl Machine {
+    /// One line: CPU, kernel, load, run time and binary size.
+    pub fn describe(&self) -> String {
+        format!(
+            "Machine: {} ({} cores), Linux {}. Load average (1/5/15 min) {} before, {} after; \
+             run took {:.0} s. Binary {} ({} bytes).",
+            self.cpu,
+            self.cores,
+            self.kernel,
+            self.load_before,
+            self.load_after,
+            self.elapsed.as_secs_f64(),
+            mib(self.binary_bytes as f64 / 1024.0),
+            self.binary_bytes,
+        )
+    }
+}
+
 fn header(out: &mut String, settings: &Settings, machine: &Machine) {
     let _ = writeln!(out, "## bigid-auth-mcp whole-process benchmark\n");
-    let _ = writeln!(
-        out,
-        "Machine: {} ({} cores), Linux {}. Load average (1/5/15 min) {} before, {} after; \
-         run took {:.0} s. Binary {} ({} bytes).\n",
-        machine.cpu,
-        machine.cores,
-        machine.kernel,
-        machine.load_before,
-        machine.load_after,
-        machine.elapsed.as_secs_f64(),
-        mib(machine.binary_bytes as f64 / 1024.0),
-        machine.binary_bytes,
-    );
+    let _ = writeln!(out, "{}\n", machine.describe());
     let _ = writeln!(
         out,
         "Settings: {} rounds; {} spawns per round; {} timed sequential calls per stdio phase \
@@ -431,7 +437,7 @@ fn http(out: &mut String, targets: &mut Vec<Target>, rounds: &[Round], stateless
 }
 
 fn verdicts(out: &mut String, targets: &[Target]) {
-    let _ = writeln!(out, "### Targets (issue 5), judged on the medians\n");
+    let _ = writeln!(out, "### Targets, judged on the medians\n");
     let _ = writeln!(out, "| target | measured | |");
     let _ = writeln!(out, "|---|---:|---|");
     for t in targets {
