@@ -34,6 +34,7 @@ use super::{
     drain::Drain,
     legacy_sse,
     middleware::{self, BearerToken, BodyLimit, OriginPolicy, error_response},
+    refusals,
     sessions::{CappedSessionManager, SessionSlots},
 };
 use crate::{config::HttpConfig, server::BigIdServer};
@@ -264,7 +265,9 @@ fn streamable(
             Arc::new(NeverSessionManager::default()),
             rmcp_config,
         );
-        return Router::new().route_service("/mcp", service);
+        return Router::new()
+            .route_service("/mcp", service)
+            .route_layer(from_fn(refusals::jsonrpc_refusals));
     }
     let mut local = LocalSessionManager::default();
     local.session_config.keep_alive = Some(limits.session_idle);
@@ -278,6 +281,7 @@ fn streamable(
             refuse_new_session_when_full,
         ))
         .route_layer(from_fn(deleted_is_no_content))
+        .route_layer(from_fn(refusals::jsonrpc_refusals))
 }
 
 /// rmcp answers a successful DELETE with 202; the official Python SDK warns

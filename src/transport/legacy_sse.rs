@@ -271,7 +271,7 @@ async fn post_message<S: ServerHandler>(
         Err(e) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                "parse_error",
                 format!(
                     "the body is not a single JSON-RPC message (line {}, column {})",
                     e.line(),

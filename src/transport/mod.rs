@@ -7,6 +7,7 @@ pub mod drain;
 pub mod http;
 pub mod legacy_sse;
 pub mod middleware;
+pub mod refusals;
 pub mod sessions;
 pub mod stdio;
 
