@@ -6,6 +6,7 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod jwt;
+pub mod scrub;
 pub mod secret;
 pub mod server;
 pub mod tools;

@@ -11,6 +11,7 @@ use bigid_auth_mcp::{
     bigid,
     config::{Cli, Config, DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME, LogFormat, Transport},
     demo::bigid_target,
+    scrub::MaskSessionIds,
     server::BigIdServer,
     transport,
 };
@@ -96,11 +97,14 @@ fn init_tracing(format: LogFormat) {
         ),
     };
     // rmcp logs whole requests and results (passwords, tokens) at debug and
-    // trace, so it never gets more verbose than info, whatever RUST_LOG says.
+    // trace, and at info the new session ids (with a span field carrying
+    // them), client names and notifications as sent; so it never gets more
+    // verbose than warn, whatever RUST_LOG says. Its warnings and errors
+    // still quote session ids: MaskSessionIds masks them.
     let no_secrets = Targets::new()
         .with_default(tracing::Level::TRACE)
-        .with_target("rmcp", tracing::Level::INFO);
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        .with_target("rmcp", tracing::Level::WARN);
+    let layer = tracing_subscriber::fmt::layer().with_writer(MaskSessionIds(std::io::stderr));
     let layer = match format {
         LogFormat::Text => layer
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

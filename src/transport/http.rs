@@ -35,6 +35,7 @@ use super::{
     legacy_sse,
     middleware::{self, BearerToken, BodyLimit, OriginPolicy, error_response},
     refusals,
+    request_ids::{self, RequestIds},
     sessions::{CappedSessionManager, SessionSlots},
 };
 use crate::{config::HttpConfig, server::BigIdServer};
@@ -272,10 +273,15 @@ fn streamable(
     let mut local = LocalSessionManager::default();
     local.session_config.keep_alive = Some(limits.session_idle);
     local.session_config.init_timeout = Some(limits.init_timeout);
-    let manager = CappedSessionManager::new(local, slots.clone());
-    let service = StreamableHttpService::new(factory, Arc::new(manager), rmcp_config);
+    // No priming events: they invite clients to resume, which is off.
+    local.session_config.sse_retry = None;
+    let ids = RequestIds::default();
+    let manager = CappedSessionManager::new(local, slots.clone(), ids.clone());
+    let service =
+        StreamableHttpService::new(factory, Arc::new(manager), rmcp_config.with_sse_retry(None));
     Router::new()
         .route_service("/mcp", service)
+        .route_layer(from_fn_with_state(ids, request_ids::one_answer_per_id))
         .route_layer(from_fn_with_state(
             slots.clone(),
             refuse_new_session_when_full,

@@ -8,6 +8,7 @@ pub mod http;
 pub mod legacy_sse;
 pub mod middleware;
 pub mod refusals;
+pub mod request_ids;
 pub mod sessions;
 pub mod stdio;
 
