@@ -437,3 +437,50 @@ async fn session_ids_never_reach_the_log() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_cancelled_calls_free_their_entries_and_shutdown_does_not_wait_for_them()
+-> anyhow::Result<()> {
+    let fake = FakeBigId::start().await?;
+    // Slower than the test: the calls are still running at shutdown.
+    fake.set_fault(Fault::Slow(Duration::from_secs(30)));
+    let server = HttpServer::start(fake.url().as_str(), &[], &[]).await?;
+    let legacy = common::http::Legacy::connect(&server.base).await?;
+    let pairs = 50 * common::soak() as u64;
+    for id in 1..=pairs {
+        legacy
+            .post(&tool_call(
+                id,
+                "refresh_access_token",
+                json!({"force_refresh": true}),
+            ))
+            .await?;
+        legacy
+            .post(
+                &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                          "params": {"requestId": id, "reason": "user gave up"}}),
+            )
+            .await?;
+    }
+    // An id as long as a body allows is refused, not remembered.
+    let long = tool_call(0, "refresh_access_token", json!({}));
+    let mut long = long;
+    long["id"] = json!("i".repeat(300_000));
+    let refused = legacy.post_raw(long.to_string()).await?;
+    let (status, body) = jsonrpc_refusal(refused).await?;
+    assert_eq!(status, 400, "{body}");
+
+    server.terminate()?;
+    // Shutdown waits up to its 10 s grace only for calls whose answer is due.
+    let stopped = timeout(Duration::from_secs(5), server.wait())
+        .await
+        .context("shutdown waited for cancelled calls")??;
+    let (exit, stderr) = stopped;
+    assert!(exit.success(), "{stderr}");
+    assert!(
+        !stderr.contains("call(s) in flight"),
+        "shutdown waited for cancelled calls: {stderr:.2000}"
+    );
+    drop(legacy);
+    Ok(())
+}
