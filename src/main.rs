@@ -40,9 +40,14 @@ fn main() -> ExitCode {
             .enable_all()
             .build(),
     };
-    let result = runtime
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(config)));
+    let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
+        let result = rt.block_on(run(config));
+        // When stdin is not a pipe (a socketpair from Node, a tty, a file),
+        // rmcp reads it on a blocking thread that cannot be cancelled, and
+        // dropping the runtime would wait for that read forever.
+        rt.shutdown_timeout(std::time::Duration::from_millis(250));
+        result
+    });
     match result {
         Ok(code) => code,
         Err(e) => {
