@@ -33,6 +33,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "MCP_AUTH_TOKEN",
     "MCP_ALLOWED_ORIGINS",
     "MCP_STATELESS",
+    "MCP_MAX_CONNECTIONS",
     "LOG_FORMAT",
     "RUST_LOG",
     "HTTP_PROXY",

@@ -133,7 +133,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn unauthorized(challenge: String, message: &str) -> Response {
-    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    // Closing after a 401 keeps unauthenticated clients from holding idle
+    // keep-alive connections, which the connection cap would have to spare.
+    let mut response = closing(error_response(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        message,
+    ));
     if let Ok(value) = HeaderValue::from_str(&challenge) {
         response
             .headers_mut()

@@ -3,6 +3,7 @@
 use rmcp::service::ServerInitializeError;
 
 pub mod bounded;
+pub mod connections;
 pub mod drain;
 pub mod http;
 pub mod legacy_sse;
