@@ -322,7 +322,7 @@ impl Config {
         // than surfacing as a TLS failure on the first tool call.
         let ca_cert = cli.ca_cert.filter(|p| !p.as_os_str().is_empty());
         if let Some(path) = &ca_cert {
-            crate::bigid::load_ca_certs(path).map_err(|e| ConfigError::BadCaCert(e.to_string()))?;
+            crate::ca::load_ca_certs(path).map_err(|e| ConfigError::BadCaCert(e.to_string()))?;
         }
 
         let mut defaults = Defaults {

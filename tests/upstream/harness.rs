@@ -152,7 +152,7 @@ fn client_config() -> ClientConfig {
         ClientCapabilities::default(),
         Implementation::new("upstream-tests", "0.0.0"),
     )
-    // Pinned: the newest version changes the wire format (see RMCP-NOTES §0.5).
+    // Pinned: replies to newer protocol versions add fields (`resultType`), which would change what these tests compare.
     .with_protocol_version(ProtocolVersion::V_2025_11_25)
 }
 
