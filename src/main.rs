@@ -63,6 +63,12 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         return bigid_auth_mcp::check::run(config).await;
     }
     let (demo, url) = bigid_target(config.demo, config.bigid.url.as_ref()).await?;
+    if url.scheme() == "http" && !bigid::is_loopback(&url) {
+        tracing::warn!(
+            "BIGID_URL {url} is plain http to a remote host: passwords and tokens cross the \
+             network unencrypted; use https"
+        );
+    }
     let client = bigid::Client::new(&url, &config.bigid)?;
     let server = BigIdServer::new(client, config.defaults, config.bigid.token_cache);
     if demo.is_some() {
