@@ -188,8 +188,12 @@ struct RawSession {
 
 impl RawSession {
     async fn open(server: &HttpServer) -> anyhow::Result<Self> {
+        Self::open_at(server.url("/mcp"), true).await
+    }
+
+    /// Initializes; sends `notifications/initialized` only when `initialized`.
+    async fn open_at(url: String, initialized: bool) -> anyhow::Result<Self> {
         let http = http_client();
-        let url = server.url("/mcp");
         let opened = http
             .post(&url)
             .bearer_auth(MCP_TOKEN)
@@ -207,6 +211,9 @@ impl RawSession {
             .to_owned();
         drop(opened);
         let session = Self { http, url, id };
+        if !initialized {
+            return Ok(session);
+        }
         let initialized = session
             .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .await?;
@@ -482,5 +489,56 @@ async fn legacy_cancelled_calls_free_their_entries_and_shutdown_does_not_wait_fo
         "shutdown waited for cancelled calls: {stderr:.2000}"
     );
     drop(legacy);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_never_sends_initialized_is_closed_after_the_init_timeout()
+-> anyhow::Result<()> {
+    use bigid_auth_mcp::{
+        bigid,
+        config::{Defaults, HttpConfig},
+        secret::Secret,
+        server::BigIdServer,
+        transport::http::{self, Limits},
+    };
+    let fake = FakeBigId::start().await?;
+    let client = bigid::Client::new(fake.url(), &common::bigid_config(fake.url()))?;
+    let server = BigIdServer::new(client, Defaults::default(), true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let config = HttpConfig {
+        bind: listener.local_addr()?,
+        auth_token: Some(Secret::new(MCP_TOKEN)),
+        allowed_origins: vec![],
+        stateless: false,
+    };
+    let limits = Limits {
+        init_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let running = http::start(listener, server, &config, limits)?;
+    let url = format!("http://{}/mcp", running.local_addr());
+    let complete = RawSession::open_at(url.clone(), true).await?;
+    let half_open = RawSession::open_at(url, false).await?;
+    assert_eq!(running.active_sessions(), 2);
+    timeout(WAIT, async {
+        while running.active_sessions() > 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .context("the half-open session was never closed")?;
+    let stale = half_open
+        .post(&tool_call(1, "refresh_access_token", json!({})))
+        .await?;
+    assert_eq!(stale.status(), 404);
+    let alive = sse_messages(
+        complete
+            .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+            .await?,
+    )
+    .await?;
+    assert!(alive.iter().any(|m| m["id"] == 1), "{alive:?}");
+    running.shutdown().await;
     Ok(())
 }

@@ -49,7 +49,8 @@ pub struct Limits {
     pub max_sessions: usize,
     /// A session with no request for this long is closed.
     pub session_idle: Duration,
-    /// A session that has not completed `initialize` by then is closed.
+    /// A session that has not completed its handshake (`initialize`, then
+    /// `notifications/initialized`) by then is closed.
     pub init_timeout: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
@@ -310,7 +311,7 @@ fn streamable(
     // No priming events: they invite clients to resume, which is off.
     local.session_config.sse_retry = None;
     let ids = RequestIds::default();
-    let manager = CappedSessionManager::new(local, slots.clone(), ids.clone());
+    let manager = CappedSessionManager::new(local, slots.clone(), ids.clone(), limits.init_timeout);
     let service =
         StreamableHttpService::new(factory, Arc::new(manager), rmcp_config.with_sse_retry(None));
     Router::new()

@@ -6,10 +6,15 @@
 //! transport (see [`CappedSessionManager`]), so the count is exact however a
 //! session ends (DELETE, idle expiry, disconnect, shutdown).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
+
+use tokio::time::Instant;
 
 use axum::{
     http::{HeaderValue, StatusCode, header},
@@ -17,7 +22,7 @@ use axum::{
 };
 use rmcp::{
     RoleServer,
-    model::{ClientJsonRpcMessage, ServerJsonRpcMessage},
+    model::{ClientJsonRpcMessage, ClientNotification, ServerJsonRpcMessage},
     service::{RxJsonRpcMessage, TxJsonRpcMessage},
     transport::{
         Transport,
@@ -141,13 +146,25 @@ pub struct CappedSessionManager {
     inner: LocalSessionManager,
     slots: SessionSlots,
     ids: RequestIds,
+    init_timeout: Duration,
 }
 
 impl CappedSessionManager {
-    /// Wraps `inner`, counting its sessions in `slots` and tracking their
-    /// request ids in `ids`.
-    pub fn new(inner: LocalSessionManager, slots: SessionSlots, ids: RequestIds) -> Self {
-        Self { inner, slots, ids }
+    /// Wraps `inner`, counting its sessions in `slots`,
+    /// tracking their request ids in `ids`, and closing those that have not
+    /// sent `notifications/initialized` within `init_timeout`.
+    pub fn new(
+        inner: LocalSessionManager,
+        slots: SessionSlots,
+        ids: RequestIds,
+        init_timeout: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            slots,
+            ids,
+            init_timeout,
+        }
     }
 }
 
@@ -157,6 +174,8 @@ pub struct Slotted<T> {
     inner: T,
     _slot: SessionSlot,
     requests: OpenSession,
+    /// Until `notifications/initialized` arrives: when the session ends.
+    init_deadline: Option<(Instant, Duration)>,
 }
 
 impl<T: Transport<RoleServer>> Transport<RoleServer> for Slotted<T> {
@@ -179,8 +198,28 @@ impl<T: Transport<RoleServer>> Transport<RoleServer> for Slotted<T> {
         futures_util::future::Either::Right(self.inner.send(item))
     }
 
-    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleServer>>> + Send {
-        self.inner.receive()
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        let Some((deadline, timeout)) = self.init_deadline else {
+            return self.inner.receive().await;
+        };
+        // rmcp serves a session that never completes its handshake until it
+        // has been idle for long; end the input (and so the session) instead.
+        let Ok(message) = tokio::time::timeout_at(deadline, self.inner.receive()).await else {
+            tracing::info!(
+                "Streamable HTTP session closed: no `initialized` within {} s",
+                timeout.as_secs()
+            );
+            return None;
+        };
+        if let Some(ClientJsonRpcMessage::Notification(n)) = &message
+            && matches!(
+                n.notification,
+                ClientNotification::InitializedNotification(_)
+            )
+        {
+            self.init_deadline = None;
+        }
+        message
     }
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
@@ -204,6 +243,7 @@ impl SessionManager for CappedSessionManager {
                 inner,
                 _slot: slot,
                 requests,
+                init_deadline: Some((Instant::now() + self.init_timeout, self.init_timeout)),
             },
         ))
     }
