@@ -12,9 +12,9 @@ pub const REDACTED: &str = "[redacted]";
 pub const MIN_REDACTED_CHARS: usize = 4;
 
 /// `text` with every one of `secrets` replaced by [`REDACTED`]: as given, as
-/// it reads once control characters are stripped (BigID's messages are
-/// cleaned that way before they get here), and any start of one left just
-/// before a `…` where a message was cut short.
+/// it reads once control characters are stripped and the ends trimmed
+/// (BigID's messages are cleaned that way before they get here), and any
+/// start of one left just before a `…` where a message was cut short.
 pub fn redact_secrets(text: &str, secrets: &[&Secret]) -> String {
     let mut out = text.to_owned();
     for secret in secrets {
@@ -23,12 +23,16 @@ pub fn redact_secrets(text: &str, secrets: &[&Secret]) -> String {
             continue;
         }
         let cleaned: String = raw.chars().filter(|c| !c.is_control()).collect();
-        for form in [raw, cleaned.as_str()] {
+        // A message is trimmed too: a secret at its very start or end loses
+        // its outer whitespace (Unicode line separators included).
+        let trimmed = cleaned.trim();
+        for form in [raw, cleaned.as_str(), trimmed] {
             if !form.is_empty() {
                 out = out.replace(form, REDACTED);
             }
         }
         out = redact_prefix_at_cuts(&out, &cleaned);
+        out = redact_prefix_at_cuts(&out, cleaned.trim_start());
     }
     out
 }
