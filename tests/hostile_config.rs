@@ -91,3 +91,41 @@ async fn plain_http_to_a_remote_bigid_warns_at_start_up() -> anyhow::Result<()> 
     assert!(warned, "no start-up warning about plain http");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_ca_file_that_is_not_a_certificate_a_fifo_or_a_device_stops_start_up()
+-> anyhow::Result<()> {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let dir = std::env::temp_dir().join(format!("bigid-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // PEM armour around bytes that are not DER.
+    let not_der = dir.join("not-der.pem");
+    std::fs::write(
+        &not_der,
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            STANDARD.encode(b"this is not a certificate at all, just bytes")
+        ),
+    )?;
+    let fifo = dir.join("ca.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes())?;
+    // SAFETY: mkfifo reads a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    for path in [
+        not_der.as_path(),
+        fifo.as_path(),
+        std::path::Path::new("/dev/zero"),
+    ] {
+        let shown = path.display().to_string();
+        let (code, stderr) = refused(&[
+            ("BIGID_URL", "https://bigid.example/api/v1"),
+            ("BIGID_CA_CERT", &shown),
+        ])
+        .await?;
+        assert_eq!(code, 2, "{shown}: {stderr}");
+        assert!(stderr.contains(&shown), "{shown} not named: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
