@@ -63,12 +63,8 @@ impl<W: Write> Steps<W> {
 
     fn line(&mut self, mark: &str, text: impl Display) {
         // BigID may echo a credential in its messages: cut any of ours out.
-        let mut text = text.to_string();
-        for secret in &self.secrets {
-            if secret.expose().len() >= 4 {
-                text = text.replace(secret.expose(), crate::secret::REDACTED);
-            }
-        }
+        let secrets: Vec<&Secret> = self.secrets.iter().collect();
+        let text = crate::secret::redact_secrets(&text.to_string(), &secrets);
         // A closed stdout (`check | head`) is no reason to fail the check.
         let _ = writeln!(self.out, "{mark} {text}");
         let _ = self.out.flush();

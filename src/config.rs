@@ -33,6 +33,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "MCP_AUTH_TOKEN",
     "MCP_ALLOWED_ORIGINS",
     "MCP_STATELESS",
+    "MCP_MAX_CONNECTIONS",
     "LOG_FORMAT",
     "RUST_LOG",
     "HTTP_PROXY",
@@ -327,6 +328,12 @@ pub enum ConfigError {
          obtain BigID tokens. Set MCP_AUTH_TOKEN, or bind a loopback address such as 127.0.0.1:8000"
     )]
     UnprotectedBind(SocketAddr),
+    /// `MCP_AUTH_TOKEN` is too short to resist guessing.
+    #[error(
+        "MCP_AUTH_TOKEN is shorter than {MIN_AUTH_TOKEN_CHARS} characters, which can be guessed; \
+         use a long random value, e.g. the output of `openssl rand -hex 32`"
+    )]
+    ShortAuthToken,
     /// An allowed origin that is not `scheme://host[:port]`.
     #[error("allowed origin `{0}` is not of the form scheme://host[:port]")]
     BadOrigin(String),
@@ -391,6 +398,11 @@ impl Config {
             TransportKind::Stdio => Transport::Stdio,
             TransportKind::Http => {
                 let auth_token = var("MCP_AUTH_TOKEN").map(Secret::new);
+                if let Some(token) = &auth_token
+                    && token.expose().chars().count() < MIN_AUTH_TOKEN_CHARS
+                {
+                    return Err(ConfigError::ShortAuthToken);
+                }
                 if auth_token.is_none() && !cli.bind.ip().is_loopback() {
                     return Err(ConfigError::UnprotectedBind(cli.bind));
                 }
@@ -428,6 +440,10 @@ impl Config {
     }
 }
 
+/// The shortest `MCP_AUTH_TOKEN` accepted: the bearer check is the only
+/// thing between the network and BigID tokens.
+pub const MIN_AUTH_TOKEN_CHARS: usize = 16;
+
 /// Parses and normalises the BigID API base. Userinfo is refused: it would
 /// put a credential in every error message that names the URL.
 pub fn parse_bigid_url(raw: &str) -> Result<Url, ConfigError> {
@@ -455,20 +471,39 @@ pub fn parse_bigid_url(raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-/// The URL as it may be shown: userinfo, query and fragment (places a
-/// credential could hide) are replaced by markers.
+/// The URL as it may be shown: without userinfo, query and fragment
+/// (places a credential could hide). When the URL parses, they are removed
+/// from the parsed URL, whatever odd form the input took (`https:user:pw@h`,
+/// `https:\\user:pw@h`); when it does not, everything up to the last `@`
+/// and from the first `?` or `#` is replaced by markers.
 fn strip_userinfo(raw: &str) -> String {
-    let (raw, hidden_tail) = match raw.find(['?', '#']) {
-        Some(cut) => (&raw[..cut], "[query]"),
-        None => (raw, ""),
-    };
-    let shown = match (raw.find("://"), raw.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}[credentials]{}", &raw[..scheme_end + 3], &raw[at..])
+    let raw = raw.trim();
+    if let Ok(mut url) = Url::parse(raw) {
+        let credentials = !url.username().is_empty() || url.password().is_some();
+        let query = url.query().is_some() || url.fragment().is_some();
+        // Fails only for URLs that cannot have userinfo, which then have none.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_query(None);
+        url.set_fragment(None);
+        let mut shown = url.to_string();
+        if credentials {
+            shown = shown.replacen("://", "://[credentials]@", 1);
         }
-        _ => raw.to_owned(),
+        if query {
+            shown.push_str("[query]");
+        }
+        return shown;
+    }
+    let (credentials, rest) = match raw.rfind('@') {
+        Some(at) => ("[credentials]@", &raw[at + 1..]),
+        None => ("", raw),
     };
-    format!("{shown}{hidden_tail}")
+    let (rest, query) = match rest.find(['?', '#']) {
+        Some(cut) => (&rest[..cut], "[query]"),
+        None => (rest, ""),
+    };
+    format!("{credentials}{rest}{query}")
 }
 
 /// `HTTPS://App.Example.com:443/` → `https://app.example.com:443`.
@@ -604,13 +639,13 @@ mod tests {
         assert!(matches!(err, Err(ConfigError::UnprotectedBind(_))));
         let ok = config(
             &["--demo", "--transport", "http", "--bind", "0.0.0.0:8000"],
-            &[("MCP_AUTH_TOKEN", "t0k")],
+            &[("MCP_AUTH_TOKEN", "t0k-long-enough-16")],
         )
         .unwrap();
         let Transport::Http(http) = ok.transport else {
             panic!("http transport expected")
         };
-        assert_eq!(http.auth_token.unwrap().expose(), "t0k");
+        assert_eq!(http.auth_token.unwrap().expose(), "t0k-long-enough-16");
         assert!(!format!("{:?}", ok.defaults).contains("demo-user-token"));
     }
 

@@ -12,6 +12,7 @@ mod error_chain;
 pub mod flows;
 pub mod host_env;
 pub mod jwt;
+pub mod scrub;
 pub mod secret;
 pub mod server;
 pub mod skill;

@@ -12,6 +12,7 @@ use bigid_auth_mcp::{
         Command, Config, DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME, LogFormat, Transport,
     },
     demo::bigid_target,
+    scrub::MaskSessionIds,
     server::BigIdServer,
     transport,
 };
@@ -45,9 +46,14 @@ fn main() -> ExitCode {
             .enable_all()
             .build(),
     };
-    let result = runtime
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(config)));
+    let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
+        let result = rt.block_on(run(config));
+        // When stdin is not a pipe (a socketpair from Node, a tty, a file),
+        // rmcp reads it on a blocking thread that cannot be cancelled, and
+        // dropping the runtime would wait for that read forever.
+        rt.shutdown_timeout(std::time::Duration::from_millis(250));
+        result
+    });
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -67,6 +73,12 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let (demo, url) = bigid_target(config.demo, config.bigid.url.as_ref()).await?;
+    if url.scheme() == "http" && !bigid::is_loopback(&url) {
+        tracing::warn!(
+            "BIGID_URL {url} is plain http to a remote host: passwords and tokens cross the \
+             network unencrypted; use https"
+        );
+    }
     let client = bigid::Client::new(&url, &config.bigid)?;
     let server = BigIdServer::new(client, config.defaults, config.bigid.token_cache);
     if demo.is_some() {
@@ -107,11 +119,14 @@ fn init_tracing(format: LogFormat, default_level: &str) {
         ),
     };
     // rmcp logs whole requests and results (passwords, tokens) at debug and
-    // trace, so it never gets more verbose than info, whatever RUST_LOG says.
+    // trace, and at info the new session ids (with a span field carrying
+    // them), client names and notifications as sent; so it never gets more
+    // verbose than warn, whatever RUST_LOG says. Its warnings and errors
+    // still quote session ids: MaskSessionIds masks them.
     let no_secrets = Targets::new()
         .with_default(tracing::Level::TRACE)
-        .with_target("rmcp", tracing::Level::INFO);
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        .with_target("rmcp", tracing::Level::WARN);
+    let layer = tracing_subscriber::fmt::layer().with_writer(MaskSessionIds(std::io::stderr));
     let layer = match format {
         LogFormat::Text => layer
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -8,6 +8,71 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// What a secret prints instead of itself.
 pub const REDACTED: &str = "[redacted]";
 
+/// Shortest secret cut out of text: shorter values would shred ordinary words.
+pub const MIN_REDACTED_CHARS: usize = 4;
+
+/// `text` with every one of `secrets` replaced by [`REDACTED`]: as given, as
+/// it reads once control characters are stripped and the ends trimmed
+/// (BigID's messages are cleaned that way before they get here), and any
+/// start of one left just before a `…` where a message was cut short.
+pub fn redact_secrets(text: &str, secrets: &[&Secret]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets {
+        let raw = secret.expose();
+        if raw.chars().count() < MIN_REDACTED_CHARS {
+            continue;
+        }
+        let cleaned: String = raw.chars().filter(|c| !c.is_control()).collect();
+        // A message is trimmed too: a secret at its very start or end loses
+        // its outer whitespace (Unicode line separators included).
+        let trimmed = cleaned.trim();
+        for form in [raw, cleaned.as_str(), trimmed] {
+            if !form.is_empty() {
+                out = out.replace(form, REDACTED);
+            }
+        }
+        out = redact_prefix_at_cuts(&out, &cleaned);
+        out = redact_prefix_at_cuts(&out, cleaned.trim_start());
+    }
+    out
+}
+
+/// Replaces the longest start of `secret` that ends right before a `…`.
+fn redact_prefix_at_cuts(text: &str, secret: &str) -> String {
+    if secret.is_empty() || !text.contains('…') {
+        return text.to_owned();
+    }
+    let pieces: Vec<&str> = text.split('…').collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, piece) in pieces.iter().enumerate() {
+        let mut piece = *piece;
+        let mut cut = false;
+        if i + 1 < pieces.len() {
+            // Longest first, so the whole leftover goes.
+            let ends: Vec<usize> = secret
+                .char_indices()
+                .map(|(at, c)| at + c.len_utf8())
+                .collect();
+            if let Some(end) = ends
+                .iter()
+                .rev()
+                .find(|&&end| piece.ends_with(&secret[..end]))
+            {
+                piece = &piece[..piece.len() - end];
+                cut = true;
+            }
+        }
+        out.push_str(piece);
+        if cut {
+            out.push_str(REDACTED);
+        }
+        if i + 1 < pieces.len() {
+            out.push('…');
+        }
+    }
+    out
+}
+
 /// A password or token. `Debug` and `Display` print `[redacted]`; only
 /// [`Secret::expose`] and serialization (a result sent to the MCP client that
 /// asked for it) reveal the value.

@@ -158,13 +158,7 @@ impl ToolError {
     /// Cuts any of `secrets` out of the message, in case BigID echoed one back.
     pub fn redact(self, secrets: &[&Secret]) -> Self {
         let text = self.to_string();
-        let mut clean = text.clone();
-        for secret in secrets {
-            // Very short values would shred ordinary words; BigID will not echo those anyway.
-            if secret.expose().len() >= 4 {
-                clean = clean.replace(secret.expose(), crate::secret::REDACTED);
-            }
-        }
+        let clean = crate::secret::redact_secrets(&text, secrets);
         if clean == text {
             self
         } else {

@@ -212,7 +212,13 @@ fn legacy_message_bodies_and_queries_never_panic_echo_or_break_the_server() -> a
             if status != 202 {
                 let reason: Value = serde_json::from_str(&text)
                     .map_err(|_| TestCaseError::fail(format!("not JSON: {text}")))?;
-                prop_assert!(reason["error"].is_string() && reason["message"].is_string());
+                prop_assert!(reason["jsonrpc"] == "2.0", "{reason}");
+                prop_assert!(
+                    reason["error"]["code"].is_i64()
+                        && reason["error"]["message"].is_string()
+                        && reason["error"]["data"]["error"].is_string(),
+                    "{reason}"
+                );
             }
             Ok(())
         })

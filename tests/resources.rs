@@ -475,7 +475,10 @@ async fn opening_sessions_without_end_meets_the_cap_with_a_clear_503() -> anyhow
         Some(&b"5"[..])
     );
     let body: Value = refusal.json().await?;
-    assert_eq!(body["error"], "too_many_sessions", "{body}");
+    assert_eq!(
+        body["error"]["data"]["error"], "too_many_sessions",
+        "{body}"
+    );
     let sse = http
         .get(server.url("/sse"))
         .bearer_auth(MCP_TOKEN)

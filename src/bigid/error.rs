@@ -207,6 +207,55 @@ pub(super) fn clean_message(message: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::{Secret, redact_secrets};
+    use proptest::prelude::*;
+
+    /// Secrets with control characters, Unicode line separators and other
+    /// non-ASCII, of lengths on both sides of the cut.
+    fn secret() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                4 => "[A-Za-z0-9]",
+                1 => "[\\x00-\\x1f\\x7f]",
+                1 => prop::sample::select(vec!["\u{2028}", "\u{2029}", "\u{85}", "é", "🔑"])
+                    .prop_map(str::to_owned),
+            ],
+            4..400,
+        )
+        .prop_map(|chars| chars.concat())
+        .prop_filter("at least 4 visible characters", |s| {
+            s.chars().filter(|c| !c.is_control()).count() >= 4
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Whatever BigID wraps around an echoed secret, and wherever the
+        /// 300-character cut falls, no 4 characters of it in a row survive
+        /// cleaning plus redaction.
+        #[test]
+        fn an_echoed_secret_never_survives_cleaning_and_redaction(
+            secret in secret(),
+            before in 0usize..320,
+            after in 0usize..20,
+        ) {
+            let message = format!("{}{secret}{}", "b".repeat(before), "a".repeat(after));
+            let cleaned = clean_message(Some(&message)).unwrap_or_default();
+            let text = format!("BigID rejected the password (HTTP 401): {cleaned}. Check it");
+            let shown = redact_secrets(&text, &[&Secret::new(secret.clone())]);
+            let visible: Vec<char> = secret.chars().filter(|c| !c.is_control()).collect();
+            for window in visible.windows(4) {
+                let piece: String = window.iter().collect();
+                // Windows made only of padding letters prove nothing.
+                if piece.chars().all(|c| c == 'a' || c == 'b') || shown.matches(&piece).count()
+                    <= text.replace(&cleaned, "").matches(&piece).count()
+                {
+                    continue;
+                }
+                prop_assert!(false, "{piece:?} of the secret survived in {shown:?}");
+            }
+        }
+    }
 
     #[test]
     fn bigid_messages_are_trimmed_and_capped() {

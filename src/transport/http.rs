@@ -31,9 +31,12 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    connections::{self, BusyMarker, Connections},
     drain::Drain,
     legacy_sse,
     middleware::{self, BearerToken, BodyLimit, OriginPolicy, error_response},
+    refusals,
+    request_ids::{self, RequestIds},
     sessions::{CappedSessionManager, SessionSlots},
 };
 use crate::{config::HttpConfig, server::BigIdServer};
@@ -46,7 +49,8 @@ pub struct Limits {
     pub max_sessions: usize,
     /// A session with no request for this long is closed.
     pub session_idle: Duration,
-    /// A session that has not completed `initialize` by then is closed.
+    /// A session that has not completed its handshake (`initialize`, then
+    /// `notifications/initialized`) by then is closed.
     pub init_timeout: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
@@ -55,6 +59,13 @@ pub struct Limits {
     /// Time allowed to receive request headers; also closes idle keep-alive
     /// connections after this long.
     pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) a connection may
+    /// send; larger ones get 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// Open client connections at once (capped further by the descriptor
+    /// limit). At the cap, connections that have not sent a whole request
+    /// are shed first. Tuning: `MCP_MAX_CONNECTIONS`.
+    pub max_connections: usize,
     /// Interval of keep-alive comments on idle SSE streams.
     pub sse_keep_alive: Duration,
     /// How long shutdown waits for calls in flight.
@@ -70,12 +81,20 @@ impl Default for Limits {
             init_timeout: Duration::from_secs(60),
             max_body_bytes: 1 << 20,
             body_read_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(30),
+            // Ample for any client on any network; a slowloris gets no longer.
+            header_read_timeout: Duration::from_secs(10),
+            // Like common proxies (nginx allows 4 × 8 KiB): far above what
+            // MCP clients send, and it bounds each connection's buffer.
+            max_header_bytes: 32 * 1024,
+            max_connections: 1024,
             sse_keep_alive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(10),
         }
     }
 }
+
+/// Tuning: the cap on open client connections ([`Limits::max_connections`]).
+pub const MAX_CONNECTIONS_ENV: &str = "MCP_MAX_CONNECTIONS";
 
 /// After the grace period, how long connections get to close once sessions end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -85,7 +104,25 @@ pub async fn serve(server: BigIdServer, config: &HttpConfig) -> anyhow::Result<(
     let listener = TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
-    let limits = Limits::default();
+    let mut limits = Limits::default();
+    if let Some(max) = std::env::var(MAX_CONNECTIONS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        limits.max_connections = max;
+    }
+    let fds = connections::raise_fd_limit();
+    let fitting = connections::fitting(limits.max_connections, fds);
+    if fitting < limits.max_connections {
+        tracing::warn!(
+            "the descriptor limit ({}) allows {fitting} client connections, not {}; \
+             raise `ulimit -n` for more",
+            fds.unwrap_or(0),
+            limits.max_connections
+        );
+        limits.max_connections = fitting;
+    }
     let grace = limits.shutdown_grace;
     let running = start(listener, server, config, limits)?;
     let addr = running.local_addr();
@@ -267,20 +304,28 @@ fn streamable(
             Arc::new(NeverSessionManager::default()),
             rmcp_config,
         );
-        return Router::new().route_service("/mcp", service);
+        return Router::new()
+            .route_service("/mcp", service)
+            .route_layer(from_fn(refusals::jsonrpc_refusals));
     }
     let mut local = LocalSessionManager::default();
     local.session_config.keep_alive = Some(limits.session_idle);
     local.session_config.init_timeout = Some(limits.init_timeout);
-    let manager = CappedSessionManager::new(local, slots.clone());
-    let service = StreamableHttpService::new(factory, Arc::new(manager), rmcp_config);
+    // No priming events: they invite clients to resume, which is off.
+    local.session_config.sse_retry = None;
+    let ids = RequestIds::default();
+    let manager = CappedSessionManager::new(local, slots.clone(), ids.clone(), limits.init_timeout);
+    let service =
+        StreamableHttpService::new(factory, Arc::new(manager), rmcp_config.with_sse_retry(None));
     Router::new()
         .route_service("/mcp", service)
+        .route_layer(from_fn_with_state(ids, request_ids::one_answer_per_id))
         .route_layer(from_fn_with_state(
             slots.clone(),
             refuse_new_session_when_full,
         ))
         .route_layer(from_fn(deleted_is_no_content))
+        .route_layer(from_fn(refusals::jsonrpc_refusals))
 }
 
 /// rmcp answers a successful DELETE with 202; the official Python SDK warns
@@ -340,9 +385,12 @@ async fn accept_loop(
     limits: Limits,
 ) {
     let graceful = GracefulShutdown::new();
+    let connections = Connections::new(limits.max_connections);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper's floor for its read buffer is 8 KiB.
+        .max_buf_size(limits.max_header_bytes.max(8192));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -359,16 +407,33 @@ async fn accept_loop(
                 }
             }
         };
+        let Some(admitted) = connections.admit() else {
+            // Every open connection is a client's: this one waits its turn
+            // on the client's side.
+            tracing::debug!(%peer, "connection refused: at the cap of {}", connections.max());
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = MarkBusy {
+            inner: TowerToHyperService::new(router.clone()),
+            busy: admitted.busy_marker(),
+        };
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let shed = admitted.shed();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, "connection ended: {e}");
+            let _admitted = admitted;
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                },
+                // Dropping the connection closes the socket.
+                () = shed.cancelled() => tracing::debug!(%peer, "connection shed: no request yet"),
             }
         });
     }
     drop(listener);
+    drop(connections);
 
     drain.start();
     let in_flight = drain.in_flight();
@@ -397,5 +462,29 @@ async fn accept_loop(
     sessions.cancel();
     if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
         tracing::warn!("some connections did not close in time; dropping them");
+    }
+}
+
+/// The router, taking its connection off the shedding list once a whole
+/// request head has arrived.
+struct MarkBusy {
+    inner: TowerToHyperService<Router>,
+    busy: BusyMarker,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for MarkBusy {
+    type Response = <TowerToHyperService<Router> as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Response;
+    type Error = <TowerToHyperService<Router> as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Error;
+    type Future = <TowerToHyperService<Router> as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Future;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        self.busy.mark();
+        self.inner.call(request)
     }
 }

@@ -29,7 +29,7 @@ use axum::{
 use futures_util::{StreamExt, future, stream};
 use rmcp::{
     ServerHandler, ServiceExt,
-    model::{ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage},
+    model::{ClientJsonRpcMessage, ClientNotification, RequestId, ServerJsonRpcMessage},
     transport::sink_stream::SinkStreamTransport,
 };
 use tokio::sync::mpsc;
@@ -40,6 +40,7 @@ use super::{
     bounded::Bounded,
     drain::{Drain, InFlight},
     middleware::error_response,
+    request_ids::{MAX_ID_BYTES, id_too_long},
     sessions::{SessionSlot, SessionSlots},
 };
 
@@ -271,7 +272,7 @@ async fn post_message<S: ServerHandler>(
         Err(e) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                "parse_error",
                 format!(
                     "the body is not a single JSON-RPC message (line {}, column {})",
                     e.line(),
@@ -284,6 +285,23 @@ async fn post_message<S: ServerHandler>(
         ClientJsonRpcMessage::Request(r) => Some(r.id.clone()),
         _ => None,
     };
+    if let Some(id) = &request
+        && id_too_long(id)
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_id",
+            format!("request ids are limited to {MAX_ID_BYTES} bytes"),
+        );
+    }
+    // rmcp sends no answer to a cancelled request: stop waiting for one, or
+    // the entry (and shutdown's wait for it) would outlive the session's use.
+    if let ClientJsonRpcMessage::Notification(n) = &message
+        && let ClientNotification::CancelledNotification(cancelled) = &n.notification
+        && let Some(id) = &cancelled.params.request_id
+    {
+        lock(&session.pending).remove(id);
+    }
     if let Some(id) = &request {
         lock(&session.pending).insert(id.clone(), app.drain.enter());
     }

@@ -22,6 +22,7 @@ use axum::{
 };
 use futures_util::StreamExt;
 use reqwest::Url;
+use rmcp::model::RequestId;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -35,10 +36,44 @@ pub const ACCESS_LOG_TARGET: &str = "bigid_auth_mcp::access";
 /// The `realm` announced in `WWW-Authenticate`.
 const REALM: &str = "bigid-auth-mcp";
 
-/// A JSON error body: `{"error": code, "message": message}`.
+/// A refusal whose body is a JSON-RPC error object, `{"jsonrpc":"2.0","id":null,
+/// "error":{"code":…,"message":…,"data":{"error":code}}}`: SDK-based clients show
+/// the message of a JSON-RPC error and only "an error response" for anything else.
 pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = json!({ "error": code, "message": message.into() });
+    error_response_for(status, code, message, None)
+}
+
+/// [`error_response`] answering the JSON-RPC request `id`, when it is known.
+pub fn error_response_for(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    id: Option<&RequestId>,
+) -> Response {
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": jsonrpc_code(status, code),
+            "message": message.into(),
+            "data": { "error": code },
+        },
+    });
     (status, Json(body)).into_response()
+}
+
+/// The JSON-RPC error code of a refusal: the standard ones where they fit,
+/// otherwise the implementation-defined server-error range.
+fn jsonrpc_code(status: StatusCode, code: &str) -> i32 {
+    match (status, code) {
+        (_, "parse_error") => -32700,
+        (StatusCode::BAD_REQUEST, _) => -32600,
+        (StatusCode::NOT_FOUND, _) => -32001,
+        (StatusCode::UNAUTHORIZED, _) | (StatusCode::FORBIDDEN, _) => -32003,
+        (StatusCode::CONFLICT, _) => -32600,
+        (StatusCode::INTERNAL_SERVER_ERROR, _) => -32603,
+        _ => -32000,
+    }
 }
 
 /// The expected bearer token, kept only as a SHA-256 digest.
@@ -98,7 +133,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn unauthorized(challenge: String, message: &str) -> Response {
-    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    // Closing after a 401 keeps unauthenticated clients from holding idle
+    // keep-alive connections, which the connection cap would have to spare.
+    let mut response = closing(error_response(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        message,
+    ));
     if let Ok(value) = HeaderValue::from_str(&challenge) {
         response
             .headers_mut()
@@ -153,13 +194,13 @@ pub async fn check_origin(
     if policy.allows(origin) {
         return next.run(request).await;
     }
+    // Client-supplied and unauthenticated: logged cut short, never echoed.
+    let origin = loggable(origin);
     tracing::warn!(origin, "refused a request from a foreign Origin");
     error_response(
         StatusCode::FORBIDDEN,
         "forbidden_origin",
-        format!(
-            "Origin `{origin}` is not allowed; allow it with --allowed-origin or MCP_ALLOWED_ORIGINS"
-        ),
+        "the request's Origin is not allowed; allow it with --allowed-origin or MCP_ALLOWED_ORIGINS",
     )
 }
 
@@ -175,6 +216,7 @@ pub async fn check_host(request: Request, next: Next) -> Response {
     if host_is_loopback(host) {
         return next.run(request).await;
     }
+    let host = loggable(host);
     tracing::warn!(
         host,
         "refused a request for a non-loopback Host (DNS rebinding?)"
@@ -185,6 +227,23 @@ pub async fn check_host(request: Request, next: Next) -> Response {
         "the Host header must name a loopback address (localhost, 127.0.0.1 or [::1]) \
          while the server listens on loopback",
     )
+}
+
+/// Longest part of a client-supplied header value that goes into a log line.
+const MAX_LOGGED_HEADER: usize = 100;
+
+/// A header value fit for a log line: at most [`MAX_LOGGED_HEADER`]
+/// characters, control characters replaced, and marked when cut.
+fn loggable(value: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .take(MAX_LOGGED_HEADER)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if value.chars().nth(MAX_LOGGED_HEADER).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// `localhost:8000`, `127.0.0.1`, `[::1]:8000` → true.
@@ -380,6 +439,16 @@ mod tests {
         ] {
             assert!(!policy.allows(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn logged_header_values_are_cut_and_have_no_control_characters() {
+        let long = "h".repeat(10_000);
+        let logged = loggable(&long);
+        assert_eq!(logged.chars().count(), MAX_LOGGED_HEADER + 1);
+        assert!(logged.ends_with('…'));
+        assert_eq!(loggable("a\u{1b}[31mb"), "a\u{fffd}[31mb");
+        assert_eq!(loggable("evil.example"), "evil.example");
     }
 
     #[test]

@@ -3,11 +3,14 @@
 use rmcp::service::ServerInitializeError;
 
 pub mod bounded;
+pub mod connections;
 pub mod drain;
 pub mod http;
 pub mod legacy_sse;
 pub mod lines;
 pub mod middleware;
+pub mod refusals;
+pub mod request_ids;
 pub mod sessions;
 pub mod stdio;
 

@@ -6,10 +6,15 @@
 //! transport (see [`CappedSessionManager`]), so the count is exact however a
 //! session ends (DELETE, idle expiry, disconnect, shutdown).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
+
+use tokio::time::Instant;
 
 use axum::{
     http::{HeaderValue, StatusCode, header},
@@ -17,7 +22,7 @@ use axum::{
 };
 use rmcp::{
     RoleServer,
-    model::{ClientJsonRpcMessage, ServerJsonRpcMessage},
+    model::{ClientJsonRpcMessage, ClientNotification, ServerJsonRpcMessage},
     service::{RxJsonRpcMessage, TxJsonRpcMessage},
     transport::{
         Transport,
@@ -31,7 +36,10 @@ use rmcp::{
     },
 };
 
-use super::middleware::error_response;
+use super::{
+    middleware::error_response,
+    request_ids::{OpenSession, RequestIds},
+};
 
 /// Counts open sessions against a maximum.
 #[derive(Debug, Clone)]
@@ -111,9 +119,23 @@ pub enum CappedError {
     /// Every slot is taken.
     #[error("too many open MCP sessions")]
     Full,
-    /// rmcp's session manager failed.
-    #[error(transparent)]
+    /// Stream resumption (`Last-Event-ID`) is off: with a shared bearer
+    /// token, anyone who learned a session id could take over its answers.
+    #[error("stream resumption is not supported")]
+    NoResumption,
+    /// rmcp's session manager failed. Its message names the session id,
+    /// which is a credential, so only the kind of failure is shown.
+    #[error("the session manager failed: {}", local_failure(.0))]
     Local(#[from] LocalSessionManagerError),
+}
+
+/// The kind of a [`LocalSessionManagerError`], without the session id that
+/// its own message quotes (rmcp logs these at error level).
+fn local_failure(error: &LocalSessionManagerError) -> &'static str {
+    match error {
+        LocalSessionManagerError::SessionNotFound(_) => "no such session",
+        _ => "internal error",
+    }
 }
 
 /// rmcp's in-memory session manager, with each session's transport holding a
@@ -123,19 +145,37 @@ pub enum CappedError {
 pub struct CappedSessionManager {
     inner: LocalSessionManager,
     slots: SessionSlots,
+    ids: RequestIds,
+    init_timeout: Duration,
 }
 
 impl CappedSessionManager {
-    /// Wraps `inner`, counting its sessions in `slots`.
-    pub fn new(inner: LocalSessionManager, slots: SessionSlots) -> Self {
-        Self { inner, slots }
+    /// Wraps `inner`, counting its sessions in `slots`,
+    /// tracking their request ids in `ids`, and closing those that have not
+    /// sent `notifications/initialized` within `init_timeout`.
+    pub fn new(
+        inner: LocalSessionManager,
+        slots: SessionSlots,
+        ids: RequestIds,
+        init_timeout: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            slots,
+            ids,
+            init_timeout,
+        }
     }
 }
 
-/// A session transport that keeps its session's slot.
+/// A session transport that keeps its session's slot and drops answers
+/// to cancelled requests (see [`super::request_ids`]).
 pub struct Slotted<T> {
     inner: T,
     _slot: SessionSlot,
+    requests: OpenSession,
+    /// Until `notifications/initialized` arrives: when the session ends.
+    init_deadline: Option<(Instant, Duration)>,
 }
 
 impl<T: Transport<RoleServer>> Transport<RoleServer> for Slotted<T> {
@@ -145,11 +185,41 @@ impl<T: Transport<RoleServer>> Transport<RoleServer> for Slotted<T> {
         &mut self,
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.inner.send(item)
+        let answered = match &item {
+            ServerJsonRpcMessage::Response(response) => Some(&response.id),
+            ServerJsonRpcMessage::Error(error) => error.id.as_ref(),
+            _ => None,
+        };
+        if answered.is_some_and(|id| !self.requests.requests().answer(id)) {
+            // The cancel removed this answer's route: rmcp would hand it
+            // to whatever stream is open on the session.
+            return futures_util::future::Either::Left(std::future::ready(Ok(())));
+        }
+        futures_util::future::Either::Right(self.inner.send(item))
     }
 
-    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleServer>>> + Send {
-        self.inner.receive()
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        let Some((deadline, timeout)) = self.init_deadline else {
+            return self.inner.receive().await;
+        };
+        // rmcp serves a session that never completes its handshake until it
+        // has been idle for long; end the input (and so the session) instead.
+        let Ok(message) = tokio::time::timeout_at(deadline, self.inner.receive()).await else {
+            tracing::info!(
+                "Streamable HTTP session closed: no `initialized` within {} s",
+                timeout.as_secs()
+            );
+            return None;
+        };
+        if let Some(ClientJsonRpcMessage::Notification(n)) = &message
+            && matches!(
+                n.notification,
+                ClientNotification::InitializedNotification(_)
+            )
+        {
+            self.init_deadline = None;
+        }
+        message
     }
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
@@ -166,7 +236,16 @@ impl SessionManager for CappedSessionManager {
         // this catches the race of several initializes for the last slot.
         let slot = self.slots.try_acquire().ok_or(CappedError::Full)?;
         let (id, inner) = self.inner.create_session().await?;
-        Ok((id, Slotted { inner, _slot: slot }))
+        let requests = self.ids.open(id.clone());
+        Ok((
+            id,
+            Slotted {
+                inner,
+                _slot: slot,
+                requests,
+                init_deadline: Some((Instant::now() + self.init_timeout, self.init_timeout)),
+            },
+        ))
     }
 
     async fn initialize_session(
@@ -216,13 +295,17 @@ impl SessionManager for CappedSessionManager {
 
     async fn resume(
         &self,
-        id: &SessionId,
-        last_event_id: String,
+        _id: &SessionId,
+        _last_event_id: String,
     ) -> Result<
         impl futures_util::Stream<Item = ServerSseMessage> + Send + Sync + 'static,
         Self::Error,
     > {
-        Ok(self.inner.resume(id, last_event_id).await?)
+        // rmcp hands a resumed stream's remaining answers to the new
+        // connection and ends the old one: with a shared bearer token that
+        // is a takeover of someone else's call. rmcp answers this refusal
+        // with an empty stream, so a resuming client stops cleanly.
+        Err::<futures_util::stream::Empty<ServerSseMessage>, _>(CappedError::NoResumption)
     }
 }
 
