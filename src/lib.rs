@@ -6,6 +6,8 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod jwt;
+pub mod oauth;
+pub mod principal;
 pub mod secret;
 pub mod server;
 pub mod tools;

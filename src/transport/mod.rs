@@ -2,11 +2,14 @@
 
 use rmcp::service::ServerInitializeError;
 
+pub mod auth;
 pub mod bounded;
 pub mod drain;
 pub mod http;
 pub mod legacy_sse;
 pub mod middleware;
+pub mod owners;
+pub mod resource_metadata;
 pub mod sessions;
 pub mod stdio;
 

@@ -31,7 +31,10 @@ use rmcp::{
     },
 };
 
-use super::middleware::error_response;
+use super::{
+    middleware::error_response,
+    owners::{OwnerGuard, SessionOwners},
+};
 
 /// Counts open sessions against a maximum.
 #[derive(Debug, Clone)]
@@ -123,19 +126,31 @@ pub enum CappedError {
 pub struct CappedSessionManager {
     inner: LocalSessionManager,
     slots: SessionSlots,
+    owners: SessionOwners,
 }
 
 impl CappedSessionManager {
     /// Wraps `inner`, counting its sessions in `slots`.
     pub fn new(inner: LocalSessionManager, slots: SessionSlots) -> Self {
-        Self { inner, slots }
+        Self {
+            inner,
+            slots,
+            owners: SessionOwners::default(),
+        }
+    }
+
+    /// Records each new session's principal in `owners`.
+    pub fn with_owners(mut self, owners: SessionOwners) -> Self {
+        self.owners = owners;
+        self
     }
 }
 
-/// A session transport that keeps its session's slot.
+/// A session transport that keeps its session's slot and owner record.
 pub struct Slotted<T> {
     inner: T,
     _slot: SessionSlot,
+    _owner: OwnerGuard,
 }
 
 impl<T: Transport<RoleServer>> Transport<RoleServer> for Slotted<T> {
@@ -166,7 +181,15 @@ impl SessionManager for CappedSessionManager {
         // this catches the race of several initializes for the last slot.
         let slot = self.slots.try_acquire().ok_or(CappedError::Full)?;
         let (id, inner) = self.inner.create_session().await?;
-        Ok((id, Slotted { inner, _slot: slot }))
+        let owner = self.owners.claim(&id);
+        Ok((
+            id,
+            Slotted {
+                inner,
+                _slot: slot,
+                _owner: owner,
+            },
+        ))
     }
 
     async fn initialize_session(
