@@ -42,13 +42,19 @@ pub fn router(settings: &OAuthSettings) -> Router {
 
 /// The metadata document.
 pub fn document(settings: &OAuthSettings) -> Value {
-    json!({
+    let mut document = json!({
         "resource": settings.resource,
         "authorization_servers": [settings.issuer],
-        "scopes_supported": settings.scopes,
         "bearer_methods_supported": ["header"],
         "resource_name": "BigID authentication (bigid-auth-mcp)",
-    })
+    });
+    // An empty list makes some clients (the Python SDK) register with an
+    // empty `scope`, which authorization servers refuse; left out, they
+    // fall back to the authorization server's own list.
+    if !settings.scopes.is_empty() {
+        document["scopes_supported"] = json!(settings.scopes);
+    }
+    document
 }
 
 async fn preflight() -> Response {
