@@ -59,14 +59,11 @@ impl HttpServer {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut args = vec![
-            "--bigid-url",
-            bigid_url,
-            "--transport",
-            "http",
-            "--bind",
-            "127.0.0.1:0",
-        ];
+        let mut args = vec!["--bigid-url", bigid_url, "--transport", "http"];
+        // A test that must know its port up front (a public URL) binds it itself.
+        if !extra_args.contains(&"--bind") {
+            args.extend_from_slice(&["--bind", "127.0.0.1:0"]);
+        }
         args.extend_from_slice(extra_args);
         let mut all_env = vec![("MCP_AUTH_TOKEN", MCP_TOKEN), ("RUST_LOG", "trace")];
         all_env.extend_from_slice(env);
@@ -215,6 +212,8 @@ pub struct Legacy {
     base: String,
     response: reqwest::Response,
     buffer: String,
+    /// The bearer token sent with every request.
+    token: String,
     /// `/message?sessionId=…`.
     pub endpoint: String,
 }
@@ -222,6 +221,11 @@ pub struct Legacy {
 impl Legacy {
     /// Opens the stream, reads `endpoint`, and does the handshake.
     pub async fn connect(base: &str) -> anyhow::Result<Self> {
+        Self::connect_as(base, MCP_TOKEN).await
+    }
+
+    /// [`Legacy::connect`] with another bearer token.
+    pub async fn connect_as(base: &str, token: &str) -> anyhow::Result<Self> {
         let http = http_client();
         // No whole-request timeout on the stream: it lives as long as the
         // session. Each read of it is bounded in `next_event` instead.
@@ -231,7 +235,7 @@ impl Legacy {
             .build()?;
         let response = stream_client
             .get(format!("{base}/sse"))
-            .bearer_auth(MCP_TOKEN)
+            .bearer_auth(token)
             .send()
             .await?;
         ensure!(response.status() == 200, "GET /sse: {}", response.status());
@@ -240,6 +244,7 @@ impl Legacy {
             base: base.to_owned(),
             response,
             buffer: String::new(),
+            token: token.to_owned(),
             endpoint: String::new(),
         };
         let (event, data) = legacy.next_event().await?.context("no endpoint event")?;
@@ -302,7 +307,7 @@ impl Legacy {
         Ok(self
             .http
             .post(format!("{}{}", self.base, self.endpoint))
-            .bearer_auth(MCP_TOKEN)
+            .bearer_auth(&self.token)
             .header("content-type", "application/json")
             .body(body)
             .send()

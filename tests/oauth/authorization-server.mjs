@@ -94,7 +94,7 @@ async function mint({ claims, kind }) {
     case 'foreign':
       return new jose.SignJWT(body).setProtectedHeader({ alg: 'ES256', kid: 'not-published', typ: 'at+jwt' }).sign(foreign.privateKey);
     case 'rs384':
-      return new jose.SignJWT(body).setProtectedHeader({ alg: 'RS384', kid: 'rsa-1' }).sign(rsa.privateKey);
+      return new jose.SignJWT(body).setProtectedHeader({ alg: 'RS384', kid: 'rsa-1' }).sign(await jose.importJWK(rsaJwk, 'RS384'));
     case 'none':
       return `${b64(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${b64(JSON.stringify(body))}.`;
     case 'hs256-public': {
