@@ -19,6 +19,7 @@ use anyhow::{Context, ensure};
 use bigid_auth_mcp::{
     config::{DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME},
     demo::FakeBigId,
+    oauth::{OAuthSettings, Verifier},
 };
 use common::{
     WAIT, binary,
@@ -76,7 +77,7 @@ fn node_ready() -> bool {
 
 /// The authorization server, stopped when dropped.
 struct AuthorizationServer {
-    _child: Child,
+    child: Child,
     /// Keeps reading its stdout: a closed pipe would kill it on its next write.
     drain: tokio::task::JoinHandle<()>,
     issuer: String,
@@ -107,10 +108,16 @@ impl AuthorizationServer {
         let issuer = ready["issuer"].as_str().context("no issuer")?.to_owned();
         let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
-            _child: child,
+            child,
             drain,
             issuer,
         })
+    }
+
+    /// Kills it and waits until it is gone: an outage.
+    async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
     }
 
     /// A real access token from the client-credentials grant.
@@ -720,5 +727,45 @@ async fn unusable_issuer_stops_start_up_with_a_clear_message() -> anyhow::Result
     let (code, stderr) = run_to_exit(&args).await?;
     ensure!(code == Some(2), "{code:?} {stderr}");
     ensure!(stderr.contains("has no `jwks_uri`"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_outage_keeps_known_keys_working_and_fails_unknown_ones_fast() -> anyhow::Result<()>
+{
+    if !node_ready() {
+        return Ok(());
+    }
+    let mut issuer = AuthorizationServer::start().await?;
+    let settings = OAuthSettings::new(&issuer.issuer, Some("http://127.0.0.1:1"), &[], &[], &[])?;
+    let resource = settings.resource.clone();
+    // No minimum interval between refetches, so every unknown key tries one.
+    let verifier = Verifier::start_with(settings, Duration::ZERO).await?;
+    let known = issuer
+        .mint("provider", json!({"sub": "alice", "aud": resource}))
+        .await?;
+    let unknown = issuer
+        .mint("foreign", json!({"sub": "alice", "aud": resource}))
+        .await?;
+    verifier.verify(&known).await?;
+    let refused = verifier
+        .verify(&unknown)
+        .await
+        .err()
+        .context("unknown key accepted")?;
+    ensure!(!refused.is_unavailable(), "{refused}");
+
+    issuer.kill().await?;
+    let verified = timeout(WAIT, verifier.verify(&known)).await?;
+    ensure!(
+        verified.is_ok(),
+        "a cached key stopped working: {verified:?}"
+    );
+    let outage = timeout(WAIT, verifier.verify(&unknown))
+        .await?
+        .err()
+        .context("unknown key accepted during the outage")?;
+    ensure!(outage.is_unavailable(), "{outage}");
+    ensure!(outage.to_string().contains("retry"), "{outage}");
     Ok(())
 }

@@ -15,10 +15,7 @@ use axum::{
 };
 
 use super::middleware::{BearerToken, bearer, error_response};
-use crate::{
-    oauth::{TokenError, Verifier},
-    principal::Principal,
-};
+use crate::{oauth::Verifier, principal::Principal};
 
 /// The `realm` announced when only `MCP_AUTH_TOKEN` protects the server.
 const REALM: &str = "bigid-auth-mcp";
@@ -74,7 +71,11 @@ impl Auth {
         }
         if let Some((code, description)) = error {
             params.push(format!("error=\"{code}\""));
-            params.push(format!("error_description=\"{}\"", quotable(description)));
+            // Under OAuth, which check failed is worth telling the client;
+            // a wrong static token has only one reason.
+            if self.oauth.is_some() {
+                params.push(format!("error_description=\"{}\"", quotable(description)));
+            }
         }
         format!("Bearer {}", params.join(", "))
     }
@@ -171,20 +172,15 @@ async fn identify(auth: &Auth, token: Option<&str>, in_query: bool) -> Result<Pr
                 auth,
                 StatusCode::UNAUTHORIZED,
                 Some("invalid_token"),
-                &token_message(&error),
+                &error.to_string(),
             ))
         }
     }
 }
 
-fn token_message(error: &TokenError) -> String {
-    error.to_string()
-}
-
 fn refuse(auth: &Auth, status: StatusCode, error: Option<&str>, message: &str) -> Response {
     let code = match status {
         StatusCode::FORBIDDEN => "insufficient_scope",
-        _ if error.is_some() => "invalid_token",
         _ => "unauthorized",
     };
     let mut response = error_response(status, code, message);
