@@ -172,36 +172,47 @@ struct Protected {
 }
 
 async fn protected(issuer: &str) -> anyhow::Result<Protected> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let bind = format!("127.0.0.1:{port}");
-    let public = format!("http://127.0.0.1:{port}");
     let fake = FakeBigId::start().await?;
-    let server = HttpServer::start(
-        fake.url().as_str(),
-        &[
-            "--bind",
-            &bind,
-            "--public-url",
-            &public,
-            "--oauth-issuer",
-            issuer,
-            "--oauth-scope",
-            SCOPE,
-        ],
-        &[
-            ("BIGID_USERNAME", DEMO_USERNAME),
-            ("BIGID_PASSWORD", DEMO_PASSWORD),
-            ("BIGID_USER_TOKEN", DEMO_USER_TOKEN),
-        ],
-    )
-    .await?;
-    Ok(Protected {
-        server,
-        fake,
-        resource: format!("{public}/mcp"),
-    })
+    // The port is picked, released, then bound by the binary: another
+    // process may take it in between, so a failed start is retried.
+    let mut last = None;
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let bind = format!("127.0.0.1:{port}");
+        let public = format!("http://127.0.0.1:{port}");
+        let started = HttpServer::start(
+            fake.url().as_str(),
+            &[
+                "--bind",
+                &bind,
+                "--public-url",
+                &public,
+                "--oauth-issuer",
+                issuer,
+                "--oauth-scope",
+                SCOPE,
+            ],
+            &[
+                ("BIGID_USERNAME", DEMO_USERNAME),
+                ("BIGID_PASSWORD", DEMO_PASSWORD),
+                ("BIGID_USER_TOKEN", DEMO_USER_TOKEN),
+            ],
+        )
+        .await;
+        match started {
+            Ok(server) => {
+                return Ok(Protected {
+                    server,
+                    fake,
+                    resource: format!("{public}/mcp"),
+                });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("the server did not start")))
 }
 
 fn initialize() -> Value {
