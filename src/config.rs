@@ -123,7 +123,7 @@ pub struct Cli {
     #[arg(global = true, long, env = "MCP_STATELESS")]
     pub stateless: bool,
 
-    /// The server's base URL as clients reach it, e.g. https://mcp.example.com (OAuth resource: <URL>/mcp).
+    /// The server's base URL as clients reach it, e.g. https://mcp.example.com (the OAuth resource is this URL + /mcp).
     #[arg(global = true, long, env = "MCP_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
 
@@ -131,7 +131,7 @@ pub struct Cli {
     #[arg(global = true, long, env = "MCP_OAUTH_ISSUER", value_name = "URL")]
     pub oauth_issuer: Option<String>,
 
-    /// An `aud` value accepted in access tokens (repeatable); default <public-url>/mcp.
+    /// An `aud` value accepted in access tokens (repeatable); default: the public URL + /mcp.
     #[arg(
         global = true,
         long = "oauth-audience",
@@ -373,7 +373,7 @@ impl Config {
         // than surfacing as a TLS failure on the first tool call.
         let ca_cert = cli.ca_cert.filter(|p| !p.as_os_str().is_empty());
         if let Some(path) = &ca_cert {
-            crate::bigid::load_ca_certs(path).map_err(|e| ConfigError::BadCaCert(e.to_string()))?;
+            crate::ca::load_ca_certs(path).map_err(|e| ConfigError::BadCaCert(e.to_string()))?;
         }
 
         let mut defaults = Defaults {

@@ -110,8 +110,8 @@ impl BigIdServer {
             .create_session(&username, &password)
             .await
             .map_err(|e| ToolError::from(e).redact(&[&password]))?;
-        let auth_token = session.auth_token.unwrap_or_else(|| Secret::new(""));
-        let permissions = session.permissions.unwrap_or_default();
+        let auth_token = session.auth_token;
+        let permissions = session.permissions;
         Ok(Json(SessionOutput {
             success: true,
             message: session.message,
@@ -172,7 +172,7 @@ impl BigIdServer {
             let user_token = user_token.clone();
             async move {
                 let answer = client.refresh_access_token(&user_token).await?;
-                let token = answer.system_token.unwrap_or_else(|| Secret::new(""));
+                let token = answer.system_token;
                 let expires = jwt::decode_unverified(token.expose()).and_then(|c| c.expires());
                 Ok(Issued { token, expires })
             }

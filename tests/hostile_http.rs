@@ -1,4 +1,4 @@
-//! Hostile input over HTTP (issue 6, §4 and §5): the legacy `POST /message`
+//! Hostile input over HTTP: the legacy `POST /message`
 //! fed arbitrary bodies and query strings by proptest, and every refusal the
 //! HTTP layer can give fed secrets in every place a request has. Nothing
 //! panics, every answer is one of the documented statuses with a JSON reason

@@ -6,13 +6,14 @@
 
 mod common;
 
-use common::{WAIT, client_config, http::http_client};
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
+use common::{
+    WAIT, binary,
+    http::{HttpServer, Legacy, http_client, streamable_with},
+    snapshot_settings,
 };
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use bigid_auth_mcp::{
     bigid,
     config::{AuthScheme, BigIdConfig, Defaults, HttpConfig, RefreshMethod},
@@ -22,19 +23,18 @@ use bigid_auth_mcp::{
     transport::http::{self, Limits, Running},
 };
 use rmcp::{
-    RoleClient, ServiceExt,
+    ServiceExt,
     model::{
         CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
         ProtocolVersion,
     },
-    service::RunningService,
     transport::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     task::JoinHandle,
     time::timeout,
@@ -44,8 +44,6 @@ use tokio::{
 const TOKEN: &str = "mcp-test-token-5f1c0d9e";
 /// An Origin the tests add to the allow-list.
 const ALLOWED_ORIGIN: &str = "https://app.example.com";
-
-type Client = RunningService<RoleClient, ClientConfig>;
 
 // ---------------------------------------------------------------- harness
 
@@ -133,16 +131,6 @@ async fn wait_until(mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// rmcp's Streamable HTTP client, initialized.
-async fn mcp_client(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
-    let mut config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"));
-    if let Some(token) = token {
-        config = config.auth_header(token);
-    }
-    let transport = StreamableHttpClientTransport::with_client(http_client(), config);
-    Ok(timeout(WAIT, client_config().serve(transport)).await??)
-}
-
 fn call(tool: &'static str, arguments: Value) -> CallToolRequestParams {
     let arguments = arguments.as_object().cloned().unwrap_or_default();
     CallToolRequestParams::new(tool).with_arguments(arguments)
@@ -207,198 +195,13 @@ async fn http_shape(response: reqwest::Response) -> anyhow::Result<Value> {
     Ok(shape)
 }
 
-fn snapshot_settings() -> insta::Settings {
-    let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path("../snapshots");
-    settings.set_prepend_module_to_snapshot(false);
-    settings
-}
-
-// ------------------------------------------------------ legacy SSE client
-
-/// One event of an SSE stream.
-#[derive(Debug)]
-struct SseEvent {
-    event: String,
-    data: String,
-}
-
-/// Reads `text/event-stream` from a reqwest response, chunk by chunk.
-struct SseReader {
-    response: reqwest::Response,
-    buffer: String,
-    /// Comment lines seen so far (keep-alives).
-    comments: usize,
-}
-
-impl SseReader {
-    /// The next event, or `None` when the server ended the stream.
-    async fn next(&mut self) -> anyhow::Result<Option<SseEvent>> {
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut event, mut data) = (None, Vec::new());
-                for line in block.lines() {
-                    if line.starts_with(':') {
-                        self.comments += 1;
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = Some(v.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
-                    }
-                }
-                if event.is_some() || !data.is_empty() {
-                    return Ok(Some(SseEvent {
-                        event: event.unwrap_or_else(|| "message".into()),
-                        data: data.join("\n"),
-                    }));
-                }
-            }
-            match timeout(WAIT, self.response.chunk()).await?? {
-                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
-                None => return Ok(None),
-            }
-        }
-    }
-}
-
-/// A legacy (2024-11-05) HTTP+SSE client: GET /sse, POST /message.
-struct LegacyClient {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-    events: SseReader,
-    /// The `endpoint` event's data: `/message?sessionId=…`.
-    endpoint: String,
-    next_id: u64,
-}
-
-impl LegacyClient {
-    /// Opens the stream and reads the `endpoint` event, which must come first.
-    async fn open(base: &str, token: Option<&str>) -> anyhow::Result<Self> {
-        let http = http_client();
-        let mut request = http.get(format!("{base}/sse"));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await?;
-        ensure!(response.status() == 200, "GET /sse: {}", response.status());
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        ensure!(
-            content_type.starts_with("text/event-stream"),
-            "{content_type}"
-        );
-        let mut events = SseReader {
-            response,
-            buffer: String::new(),
-            comments: 0,
-        };
-        let first = events
-            .next()
-            .await?
-            .context("stream ended before `endpoint`")?;
-        ensure!(first.event == "endpoint", "first event: {first:?}");
-        ensure!(first.data.starts_with("/message?sessionId="), "{first:?}");
-        Ok(Self {
-            http,
-            base: base.to_owned(),
-            token: token.map(str::to_owned),
-            events,
-            endpoint: first.data,
-            next_id: 0,
-        })
-    }
-
-    fn message_url(&self) -> String {
-        format!("{}{}", self.base, self.endpoint)
-    }
-
-    /// POSTs a raw body to this session's endpoint.
-    async fn post_raw(&self, body: String) -> anyhow::Result<reqwest::Response> {
-        let mut request = self
-            .http
-            .post(self.message_url())
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        Ok(request.send().await?)
-    }
-
-    /// Sends a notification; expects 202.
-    async fn notify(&self, method: &str) -> anyhow::Result<()> {
-        let response = self
-            .post_raw(json!({"jsonrpc": "2.0", "method": method}).to_string())
-            .await?;
-        ensure!(response.status() == 202, "{method}: {}", response.status());
-        Ok(())
-    }
-
-    /// Posts a request (expects 202) and reads events until its answer.
-    async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let response = self
-            .post_raw(
-                json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
-            )
-            .await?;
-        ensure!(response.status() == 202, "{method}: {}", response.status());
-        ensure!(response.text().await? == "Accepted");
-        self.answer(id).await
-    }
-
-    /// Reads events until the answer to request `id`.
-    async fn answer(&mut self, id: u64) -> anyhow::Result<Value> {
-        loop {
-            let event = self.events.next().await?.context("stream ended")?;
-            ensure!(event.event == "message", "unexpected event {event:?}");
-            let message: Value = serde_json::from_str(&event.data)?;
-            if message["id"] == json!(id) {
-                return Ok(message);
-            }
-        }
-    }
-
-    /// The 2024-11-05 handshake.
-    async fn initialize(&mut self) -> anyhow::Result<Value> {
-        let result = self
-            .request(
-                "initialize",
-                json!({
-                    "protocolVersion": "2024-11-05",
-                    "capabilities": {},
-                    "clientInfo": {"name": "legacy-sse-test", "version": "0"}
-                }),
-            )
-            .await?;
-        self.notify("notifications/initialized").await?;
-        Ok(result)
-    }
-
-    /// Calls a tool; returns the JSON-RPC result object.
-    async fn call_tool(&mut self, name: &str, arguments: Value) -> anyhow::Result<Value> {
-        let answer = self
-            .request("tools/call", json!({"name": name, "arguments": arguments}))
-            .await?;
-        let result = answer.get("result").context("no result")?.clone();
-        ensure!(result["isError"] != json!(true), "tool failed: {result}");
-        Ok(result)
-    }
-}
-
 // --------------------------------------------------- Streamable HTTP (/mcp)
 
 #[tokio::test]
 async fn streamable_http_client_initializes_lists_and_calls_both_tools_on_one_session()
 -> anyhow::Result<()> {
     let h = Harness::start(Options::default()).await?;
-    let client = mcp_client(&h.base, None).await?;
+    let client = streamable_with(&h.base, None).await?;
     let info = client.peer_info().context("no server info")?;
     let server = info.server_info.as_ref().context("no serverInfo")?;
     assert_eq!(server.name, "bigid-auth-mcp");
@@ -529,7 +332,7 @@ async fn stateless_mode_answers_json_without_sessions() -> anyhow::Result<()> {
         Some(2)
     );
 
-    let client = mcp_client(&h.base, None).await?;
+    let client = streamable_with(&h.base, None).await?;
     let result = timeout(
         WAIT,
         client.call_tool(call("refresh_access_token", json!({"force_refresh": true}))),
@@ -556,7 +359,7 @@ async fn stateless_mode_answers_json_without_sessions() -> anyhow::Result<()> {
 #[tokio::test]
 async fn legacy_sse_client_initializes_lists_and_calls_tools() -> anyhow::Result<()> {
     let h = Harness::start(Options::default()).await?;
-    let mut client = LegacyClient::open(&h.base, None).await?;
+    let mut client = Legacy::open(&h.base, None).await?;
     let init = client.initialize().await?;
     assert_eq!(init["result"]["protocolVersion"], "2024-11-05");
     assert_eq!(init["result"]["serverInfo"]["name"], "bigid-auth-mcp");
@@ -615,7 +418,7 @@ async fn legacy_sse_rejects_unknown_sessions_and_malformed_bodies() -> anyhow::R
         .await?;
     assert_eq!(missing.status(), 400);
 
-    let mut client = LegacyClient::open(&h.base, None).await?;
+    let mut client = Legacy::open(&h.base, None).await?;
     client.initialize().await?;
     // A secret in a malformed body must not be echoed back.
     let malformed = client
@@ -642,11 +445,11 @@ async fn legacy_sse_rejects_unknown_sessions_and_malformed_bodies() -> anyhow::R
 #[tokio::test]
 async fn legacy_sse_session_is_dropped_when_the_client_disconnects() -> anyhow::Result<()> {
     let h = Harness::start(Options::default()).await?;
-    let mut client = LegacyClient::open(&h.base, None).await?;
+    let mut client = Legacy::open(&h.base, None).await?;
     client.initialize().await?;
     h.wait_for_sessions(1).await?;
     let url = client.message_url();
-    let http = client.http.clone();
+    let http = http_client();
     drop(client);
 
     h.wait_for_sessions(0).await?;
@@ -670,11 +473,11 @@ async fn legacy_sse_streams_send_keep_alive_comments() -> anyhow::Result<()> {
         ..Options::default()
     })
     .await?;
-    let mut client = LegacyClient::open(&h.base, None).await?;
+    let mut client = Legacy::open(&h.base, None).await?;
     client.initialize().await?;
     // Keep-alives arrive between events; a ping's answer follows them.
     let deadline = Instant::now() + WAIT;
-    while client.events.comments < 2 {
+    while client.comments() < 2 {
         ensure!(Instant::now() < deadline, "no keep-alive comments");
         client.request("ping", json!({})).await?;
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -694,13 +497,13 @@ async fn sessions_that_never_initialize_or_go_idle_are_closed() -> anyhow::Resul
     })
     .await?;
     // Legacy, no initialize: the server ends the stream.
-    let mut silent = LegacyClient::open(&h.base, None).await?;
-    assert!(silent.events.next().await?.is_none(), "stream should end");
+    let mut silent = Legacy::open(&h.base, None).await?;
+    assert!(silent.next_event().await?.is_none(), "stream should end");
 
     // Legacy, initialized then idle: ended too.
-    let mut idle = LegacyClient::open(&h.base, None).await?;
+    let mut idle = Legacy::open(&h.base, None).await?;
     idle.initialize().await?;
-    assert!(idle.events.next().await?.is_none(), "stream should end");
+    assert!(idle.next_event().await?.is_none(), "stream should end");
 
     // Streamable HTTP, initialized then idle: the session expires.
     let (_, headers, _) = post_mcp(&h.base, None, &initialize_message("2025-06-18")).await?;
@@ -723,8 +526,8 @@ async fn session_cap_answers_503_for_either_transport() -> anyhow::Result<()> {
     })
     .await?;
     let _guard = snapshot_settings().bind_to_scope();
-    let legacy = LegacyClient::open(&h.base, None).await?;
-    let mcp = mcp_client(&h.base, None).await?;
+    let legacy = Legacy::open(&h.base, None).await?;
+    let mcp = streamable_with(&h.base, None).await?;
     h.wait_for_sessions(2).await?;
 
     let refused = http_client().get(h.url("/sse")).send().await?;
@@ -737,7 +540,7 @@ async fn session_cap_answers_503_for_either_transport() -> anyhow::Result<()> {
     structured(&result)?;
     drop(legacy);
     h.wait_for_sessions(1).await?;
-    let mut again = LegacyClient::open(&h.base, None).await?;
+    let mut again = Legacy::open(&h.base, None).await?;
     again.initialize().await?;
     timeout(WAIT, mcp.cancel()).await??;
     Ok(())
@@ -802,10 +605,10 @@ async fn bearer_token_is_required_on_every_mcp_route_but_not_healthz() -> anyhow
     insta::assert_json_snapshot!("http_401_wrong_token", shape);
 
     // The right token opens both transports.
-    let client = mcp_client(&h.base, Some(TOKEN)).await?;
+    let client = streamable_with(&h.base, Some(TOKEN)).await?;
     let result = timeout(WAIT, client.call_tool(call("create_session", json!({})))).await??;
     structured(&result)?;
-    let mut legacy = LegacyClient::open(&h.base, Some(TOKEN)).await?;
+    let mut legacy = Legacy::open(&h.base, Some(TOKEN)).await?;
     legacy.initialize().await?;
     legacy.call_tool("create_session", json!({})).await?;
     // The scheme is case-insensitive (RFC 7235).
@@ -938,7 +741,7 @@ async fn bodies_over_one_mebibyte_get_413() -> anyhow::Result<()> {
     insta::assert_json_snapshot!("http_413_body_too_large", http_shape(response).await?);
 
     // Without Content-Length (chunked), the limit holds while reading.
-    let mut client = LegacyClient::open(&h.base, None).await?;
+    let mut client = Legacy::open(&h.base, None).await?;
     client.initialize().await?;
     let status = raw_chunked_post(h.running.local_addr(), &client.endpoint, big.as_bytes()).await?;
     assert_eq!(status, 413);
@@ -1021,15 +824,15 @@ async fn slow_request_headers_are_cut_off() -> anyhow::Result<()> {
 #[tokio::test]
 async fn shutdown_waits_for_legacy_sse_calls_then_closes_their_streams() -> anyhow::Result<()> {
     let h = Harness::start(Options::default()).await?;
-    let mut legacy = LegacyClient::open(&h.base, None).await?;
+    let mut legacy = Legacy::open(&h.base, None).await?;
     legacy.initialize().await?;
     // A second, idle stream: shutdown must close it without waiting for it.
-    let mut idle = LegacyClient::open(&h.base, None).await?;
+    let mut idle = Legacy::open(&h.base, None).await?;
     idle.initialize().await?;
     h.fake.set_fault(Fault::Slow(Duration::from_millis(800)));
     let call = tokio::spawn(async move {
         let result = legacy.call_tool("create_session", json!({})).await?;
-        let end = legacy.events.next().await?;
+        let end = legacy.next_event().await?;
         ensure!(end.is_none(), "stream still open: {end:?}");
         Ok::<_, anyhow::Error>(result)
     });
@@ -1040,7 +843,7 @@ async fn shutdown_waits_for_legacy_sse_calls_then_closes_their_streams() -> anyh
     timeout(WAIT, h.running.shutdown()).await?;
     let result = timeout(WAIT, call).await???;
     assert_eq!(result["structuredContent"]["username"], "demo");
-    assert!(idle.events.next().await?.is_none(), "idle stream closed");
+    assert!(idle.next_event().await?.is_none(), "idle stream closed");
     assert!(started.elapsed() < Duration::from_secs(5));
     Ok(())
 }
@@ -1071,7 +874,7 @@ async fn many_concurrent_sessions_make_many_calls_without_a_failure() -> anyhow:
         let base = h.base.clone();
         tasks.push(tokio::spawn(async move {
             let user = format!("load{i}");
-            let client = mcp_client(&base, Some(TOKEN)).await?;
+            let client = streamable_with(&base, Some(TOKEN)).await?;
             for n in 0..calls {
                 let result = if n % 2 == 0 {
                     let password = format!("{user}-password");
@@ -1103,7 +906,7 @@ async fn many_concurrent_sessions_make_many_calls_without_a_failure() -> anyhow:
         let base = h.base.clone();
         tasks.push(tokio::spawn(async move {
             let user = format!("legacy{i}");
-            let mut client = LegacyClient::open(&base, Some(TOKEN)).await?;
+            let mut client = Legacy::open(&base, Some(TOKEN)).await?;
             client.initialize().await?;
             for _ in 0..calls {
                 let result = client
@@ -1133,23 +936,6 @@ async fn many_concurrent_sessions_make_many_calls_without_a_failure() -> anyhow:
 
 // ------------------------------------------------------- the real binary
 
-/// The binary with a clean environment (the contract's variables removed).
-fn binary(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bigid-auth-mcp"));
-    command.args(args).kill_on_drop(true);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("BIGID_")
-            || name.starts_with("MCP_")
-            || name.to_lowercase().contains("proxy")
-        {
-            command.env_remove(name);
-        }
-    }
-    command.env_remove("RUST_LOG").env_remove("LOG_FORMAT");
-    command.envs(env.iter().copied());
-    command
-}
-
 #[tokio::test]
 async fn binary_refuses_a_public_bind_without_a_token() -> anyhow::Result<()> {
     let output = timeout(
@@ -1171,58 +957,12 @@ async fn binary_refuses_a_public_bind_without_a_token() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The binary serving HTTP, with its address read from the ready line.
-struct ServingBinary {
-    child: tokio::process::Child,
-    base: String,
-    /// The rest of stderr, complete once the process exits.
-    stderr: JoinHandle<String>,
-    before_ready: String,
-}
-
-async fn spawn_http(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<ServingBinary> {
-    let mut child = binary(args, env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-    let mut before_ready = String::new();
-    let base = timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await? {
-            before_ready.push_str(&line);
-            before_ready.push('\n');
-            if let Some(rest) = line.split("ready on ").nth(1)
-                && let Some(url) = rest.split("/mcp").next()
-            {
-                return Ok(url.to_owned());
-            }
-        }
-        bail!("the server exited before it was ready:\n{before_ready}")
-    })
-    .await??;
-    let stderr = tokio::spawn(async move {
-        let mut rest = String::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            rest.push_str(&line);
-            rest.push('\n');
-        }
-        rest
-    });
-    Ok(ServingBinary {
-        child,
-        base,
-        stderr,
-        before_ready,
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() -> anyhow::Result<()> {
     let fake = FakeBigId::start().await?;
     let password = "carol-password";
     let user_token = "demo-user-token-carol";
-    let mut server = spawn_http(
+    let server = HttpServer::spawn(
         &[
             "--bigid-url",
             fake.url().as_str(),
@@ -1241,8 +981,8 @@ async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() -> anyhow::Result
     )
     .await?;
     let base = server.base.clone();
-    let mcp = mcp_client(&base, Some(TOKEN)).await?;
-    let mut legacy = LegacyClient::open(&base, Some(TOKEN)).await?;
+    let mcp = streamable_with(&base, Some(TOKEN)).await?;
+    let mut legacy = Legacy::open(&base, Some(TOKEN)).await?;
     legacy.initialize().await?;
 
     // Every BigID call now takes a while, so these are in flight at SIGTERM.
@@ -1271,16 +1011,13 @@ async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() -> anyhow::Result
     let legacy_call = tokio::spawn(async move {
         let result = legacy.call_tool("create_session", json!({})).await?;
         // After the answer, shutdown ends the stream.
-        let end = legacy.events.next().await?;
+        let end = legacy.next_event().await?;
         ensure!(end.is_none(), "stream still open: {end:?}");
         Ok::<_, anyhow::Error>(result["structuredContent"].clone())
     });
     wait_until(|| fake.request_count() >= 4).await?;
 
-    let pid = server.child.id().context("no pid")?;
-    // SAFETY: sending a signal to our own child process.
-    let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0);
+    server.terminate()?;
 
     let mut returned = Vec::new();
     for task in calls {
@@ -1288,13 +1025,8 @@ async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() -> anyhow::Result
     }
     returned.push(timeout(WAIT, legacy_call).await???);
     assert_eq!(returned.len(), 4);
-    let status = timeout(WAIT, server.child.wait()).await??;
+    let (status, stderr) = server.wait().await?;
     assert!(status.success(), "exit status {status}");
-    let stderr = format!(
-        "{}{}",
-        server.before_ready,
-        timeout(WAIT, server.stderr).await??
-    );
     assert!(stderr.contains("signal received"), "{stderr}");
     assert!(
         stderr.contains("bigid_auth_mcp::access"),
@@ -1323,7 +1055,7 @@ async fn sigterm_lets_calls_in_flight_finish_then_exits_zero() -> anyhow::Result
 #[tokio::test]
 async fn a_password_sent_before_initialize_is_not_logged() -> anyhow::Result<()> {
     let secret = "pw-before-initialize-7c2e";
-    let mut server = spawn_http(
+    let server = HttpServer::spawn(
         &["--demo", "--transport", "http", "--bind", "127.0.0.1:0"],
         &[("RUST_LOG", "trace")],
     )
@@ -1333,7 +1065,7 @@ async fn a_password_sent_before_initialize_is_not_logged() -> anyhow::Result<()>
         "params": {"name": "create_session", "arguments": {"username": "demo", "password": secret}}
     });
     // Legacy SSE: a call before initialize gets an error that does not echo it;
-    let mut legacy = LegacyClient::open(&server.base, None).await?;
+    let mut legacy = Legacy::open(&server.base, None).await?;
     let posted = legacy.post_raw(call.to_string()).await?;
     assert_eq!(posted.status(), 202);
     let answer = legacy.answer(1).await?;
@@ -1346,23 +1078,16 @@ async fn a_password_sent_before_initialize_is_not_logged() -> anyhow::Result<()>
     });
     let posted = legacy.post_raw(notification.to_string()).await?;
     assert_eq!(posted.status(), 202);
-    let next = legacy.events.next().await?;
+    let next = legacy.next_event().await?;
     assert!(next.is_none(), "stream should end: {next:?}");
     // Streamable HTTP: a call without a session is refused.
     let (status, _, body) = post_mcp(&server.base, None, &call).await?;
     assert!(status.is_client_error(), "{status}");
     assert!(!body.contains(secret), "{body}");
 
-    let pid = server.child.id().context("no pid")?;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
-    let status = timeout(WAIT, server.child.wait()).await??;
+    server.terminate()?;
+    let (status, stderr) = server.wait().await?;
     assert!(status.success(), "exit status {status}");
-    let stderr = format!(
-        "{}{}",
-        server.before_ready,
-        timeout(WAIT, server.stderr).await??
-    );
     assert!(!stderr.contains(secret), "secret in the log:\n{stderr}");
     Ok(())
 }

@@ -1,7 +1,7 @@
-//! The HTTP transports under load, upstream chaos and shutdown (issue 6,
-//! §1, §2 and §6), always through the real binary on loopback. Every run is
-//! at `RUST_LOG=trace` and ends with a search of the whole log for every
-//! password and token that went through it (§5).
+//! The HTTP transports under load, upstream chaos and shutdown, always
+//! through the real binary on loopback. Every run is at `RUST_LOG=trace` and
+//! ends with a search of the whole log for every password and token that
+//! went through it.
 //!
 //! Default sizes keep each test to a few seconds; `BIGID_MCP_SOAK=N`
 //! multiplies sessions, rounds and durations by N for a soak run by hand.
@@ -204,7 +204,7 @@ async fn legacy_user(
     Ok(tally)
 }
 
-/// §1: 64 Streamable HTTP and 16 legacy SSE sessions, each logged in as its
+/// 64 Streamable HTTP and 16 legacy SSE sessions, each logged in as its
 /// own user and reusing the same JSON-RPC ids, call at once; every answer
 /// must come back on the session that asked, carrying that user's token
 /// (the JWT's `sub`). Zero misrouted, zero lost, zero failed.
@@ -269,7 +269,7 @@ async fn every_answer_reaches_the_session_that_asked_under_load() -> anyhow::Res
     Ok(())
 }
 
-/// §2: BigID fails a random share of requests in every way it can while
+/// BigID fails a random share of requests in every way it can while
 /// 32 sessions call in a loop. Each call ends within `--timeout` (retries
 /// included) as a correct success or an `isError` result, never a
 /// JSON-RPC error or a hang; `/healthz` and new sessions keep working.
@@ -424,7 +424,7 @@ async fn upstream_chaos_under_load_ends_every_call_cleanly() -> anyhow::Result<(
     Ok(())
 }
 
-/// §6: SIGTERM while 32 sessions each have a call in flight (BigID answers
+/// SIGTERM while 32 sessions each have a call in flight (BigID answers
 /// slowly): every one of those calls still gets its answer, later calls end
 /// at once (refused, not hung), the process exits 0 within the grace period,
 /// and nothing reaches BigID or the log after it has gone.

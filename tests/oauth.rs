@@ -652,7 +652,7 @@ async fn a_session_id_presented_by_another_principal_is_unknown() -> anyhow::Res
     );
 
     // Legacy SSE: the holder of MCP_AUTH_TOKEN opens one; alice cannot post to it.
-    let mut legacy = Legacy::connect_as(base, MCP_TOKEN).await?;
+    let mut legacy = Legacy::connect(base).await?;
     let response = http_client()
         .post(format!("{base}{}", legacy.endpoint))
         .bearer_auth(&alice)

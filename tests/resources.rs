@@ -1,4 +1,4 @@
-//! Resource bounds of the HTTP transport (issue 6, §3): after load, and
+//! Resource bounds of the HTTP transport: after load, and
 //! after clients that leave cleanly or vanish mid-call, file descriptors,
 //! memory, sessions and tasks return to where they were; a client opening
 //! sessions without end meets the cap and a clear 503; oversized bodies get

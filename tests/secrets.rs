@@ -1,4 +1,4 @@
-//! No secret anywhere (issue 6, §5): not in a log line at any level, not in
+//! No secret anywhere: not in a log line at any level, not in
 //! an error result, not in a panic message, not in the `Debug` or `Display`
 //! of any configuration, argument, result or error type. Every scenario runs
 //! the real binary at `RUST_LOG=trace` (text and JSON logs), and every byte

@@ -1,4 +1,4 @@
-//! Hostile input on stdio (issue 6, §4): the real binary fed what no MCP
+//! Hostile input on stdio: the real binary fed what no MCP
 //! client sends: invalid UTF-8, a 50 MB line, JSON nested a million deep, a
 //! flood of requests whose answers nobody reads. Each time memory stays
 //! bounded (measured from /proc) and the server keeps serving; where it

@@ -3,24 +3,22 @@
 //! pipe, or the binary over stdio). Each test checks the tool result, what
 //! the fake BigID received, and that the server keeps serving afterwards.
 
+mod common;
 #[path = "upstream/harness.rs"]
 mod harness;
 
 use std::time::{Duration, Instant};
 
 use bigid_auth_mcp::demo::{FakeBigId, Fault, Recorded};
-use harness::{Pki, Relay, binary, bounded, check, in_process};
+use harness::{
+    ALICE, ProxiedTls, Relay, TlsBigId, binary, bounded, check, fake, fake_binary, fake_in_process,
+    in_process,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const SESSIONS: &str = "/api/v1/sessions";
 const REFRESH: &str = "/api/v1/refresh-access-token";
-
-async fn fake() -> FakeBigId {
-    bounded("start the fake", FakeBigId::start())
-        .await
-        .expect("fake BigID")
-}
 
 fn url(fake: &FakeBigId) -> String {
     fake.url().to_string()
@@ -37,13 +35,6 @@ fn to(requests: &[Recorded], path: &str) -> usize {
 fn methods(requests: &[Recorded]) -> Vec<Method> {
     requests.iter().map(|r| r.method.clone()).collect()
 }
-
-/// Credentials the binary gets from its environment; the fake accepts them.
-const ALICE: [(&str, &str); 3] = [
-    ("BIGID_USERNAME", "alice"),
-    ("BIGID_PASSWORD", "alice-password"),
-    ("BIGID_USER_TOKEN", "demo-user-token-alice"),
-];
 
 fn assert_no_secrets(text: &str) {
     for secret in ["alice-password", "demo-user-token-alice"] {
@@ -111,8 +102,7 @@ async fn connect_timeout_is_shorter_than_the_budget_and_retried() {
 
 #[tokio::test]
 async fn slow_body_past_the_timeout_fails_within_the_budget_without_retry() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |c| c.timeout = Duration::from_secs(1)).await;
+    let (fake, mcp) = fake_in_process(|c| c.timeout = Duration::from_secs(1)).await;
     fake.set_fault(Fault::SlowBody(Duration::from_secs(4)));
 
     let started = Instant::now();
@@ -133,8 +123,7 @@ async fn slow_body_past_the_timeout_fails_within_the_budget_without_retry() {
 
 #[tokio::test]
 async fn sequential_calls_reuse_one_keep_alive_connection() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     for _ in 0..5 {
         mcp.login().await.ok();
     }
@@ -150,8 +139,7 @@ async fn sequential_calls_reuse_one_keep_alive_connection() {
 
 #[tokio::test]
 async fn a_500_then_200_is_retried_and_succeeds() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     fake.fail_times(1, 500);
 
     let session = mcp.login().await.ok();
@@ -167,8 +155,7 @@ async fn a_500_then_200_is_retried_and_succeeds() {
 
 #[tokio::test]
 async fn three_503s_give_up_and_say_how_many_attempts() {
-    let fake = fake().await;
-    let mcp = binary(&["--bigid-url", &url(&fake)], &ALICE).await;
+    let (fake, mcp) = fake_binary(&[]).await;
     fake.fail_times(3, 503);
 
     let error = mcp.refresh().await.err();
@@ -206,8 +193,7 @@ async fn three_503s_give_up_and_say_how_many_attempts() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_is_waited_for() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     fake.queue_faults([Fault::RetryAfter(429, "1".into())]);
 
     mcp.login().await.ok();
@@ -220,8 +206,7 @@ async fn a_429_with_retry_after_is_waited_for() {
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_cap_gives_up_at_once() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     fake.queue_faults([Fault::RetryAfter(429, "120".into())]);
 
     let started = Instant::now();
@@ -240,8 +225,7 @@ async fn a_retry_after_beyond_the_cap_gives_up_at_once() {
 
 #[tokio::test]
 async fn retries_stop_at_the_overall_timeout() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |c| c.timeout = Duration::from_secs(1)).await;
+    let (fake, mcp) = fake_in_process(|c| c.timeout = Duration::from_secs(1)).await;
     // A 503 retried at once, then a slow answer that still fits the budget.
     fake.queue_faults([
         Fault::RetryAfter(503, "0".into()),
@@ -265,8 +249,7 @@ async fn retries_stop_at_the_overall_timeout() {
 
 #[tokio::test]
 async fn the_405_fallback_shares_the_calls_budget() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |c| c.timeout = Duration::from_secs(1)).await;
+    let (fake, mcp) = fake_in_process(|c| c.timeout = Duration::from_secs(1)).await;
     // 0.7 s for the 405, then 0.7 s for the other method: over the 1 s budget.
     fake.queue_faults([
         Fault::Slow(Duration::from_millis(700)),
@@ -283,8 +266,7 @@ async fn the_405_fallback_shares_the_calls_budget() {
 
 #[tokio::test]
 async fn other_4xx_are_not_retried() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     for status in [400, 404, 422] {
         fake.set_fault(Fault::Status(status));
         let error = mcp.login().await.err();
@@ -302,8 +284,7 @@ async fn other_4xx_are_not_retried() {
 
 #[tokio::test]
 async fn a_connection_cut_mid_body_is_retried() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     fake.queue_faults([Fault::Truncated]);
     mcp.refresh().await.ok();
     assert_eq!(to(&fake.requests(), REFRESH), 2);
@@ -324,8 +305,7 @@ async fn a_connection_cut_mid_body_is_retried() {
 /// Sets `fault`, checks the error names `expected` and the URL after exactly
 /// one request (none of these is retried), then checks the server recovers.
 async fn one_bad_answer(fault: Fault, expected: &str) {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     fake.set_fault(fault.clone());
     let error = mcp.login().await.err();
     assert!(error.contains(expected), "{fault:?}: {error}");
@@ -366,8 +346,7 @@ async fn a_body_over_the_cap_is_refused() {
 
 #[tokio::test]
 async fn success_false_is_a_rejection_with_bigids_message() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     fake.set_fault(Fault::LoginSuccessFalse);
 
     let error = mcp.login().await.err();
@@ -386,8 +365,7 @@ async fn success_false_is_a_rejection_with_bigids_message() {
 
 #[tokio::test]
 async fn rejected_credentials_carry_bigids_message_but_no_secret() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     let error = mcp
         .call(
             "create_session",
@@ -416,8 +394,7 @@ async fn rejected_credentials_carry_bigids_message_but_no_secret() {
 
 #[tokio::test]
 async fn refresh_405_on_get_falls_back_to_post_and_remembers() {
-    let fake = fake().await;
-    let mcp = binary(&["--bigid-url", &url(&fake)], &ALICE).await;
+    let (fake, mcp) = fake_binary(&[]).await;
     fake.set_fault(Fault::RefreshOnly(Method::POST));
 
     mcp.refresh().await.ok();
@@ -442,12 +419,7 @@ async fn refresh_405_on_get_falls_back_to_post_and_remembers() {
 
 #[tokio::test]
 async fn refresh_405_on_post_falls_back_to_get() {
-    let fake = fake().await;
-    let mcp = binary(
-        &["--bigid-url", &url(&fake), "--refresh-method", "post"],
-        &ALICE,
-    )
-    .await;
+    let (fake, mcp) = fake_binary(&["--refresh-method", "post"]).await;
     fake.set_fault(Fault::RefreshOnly(Method::GET));
 
     mcp.refresh().await.ok();
@@ -462,8 +434,7 @@ async fn refresh_405_on_post_falls_back_to_get() {
 
 #[tokio::test]
 async fn extra_and_missing_optional_fields_are_accepted() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     fake.set_fault(Fault::Minimal);
 
     let session = mcp.login().await.ok();
@@ -479,8 +450,7 @@ async fn extra_and_missing_optional_fields_are_accepted() {
 
 #[tokio::test]
 async fn an_access_token_passed_as_user_token_gets_a_hint() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     let session = mcp.login().await.ok();
     let access = session
         .field("auth_token")
@@ -523,10 +493,12 @@ async fn bearer_scheme_sends_bearer() {
 
 #[tokio::test]
 async fn private_ca_fails_without_ca_cert_and_works_with_it() {
-    let fake = fake().await;
-    let pki = Pki::new(&["127.0.0.1"]);
-    let front = pki.front(fake.local_addr()).await;
-    let base = format!("https://127.0.0.1:{}/api/v1", front.addr.port());
+    let TlsBigId {
+        fake,
+        pki,
+        front,
+        base,
+    } = TlsBigId::start("127.0.0.1", "127.0.0.1").await;
 
     let mcp = binary(&["--bigid-url", &base], &ALICE).await;
     let error = mcp.login().await.err();
@@ -559,10 +531,12 @@ async fn private_ca_fails_without_ca_cert_and_works_with_it() {
 
 #[tokio::test]
 async fn a_ca_file_may_hold_several_certificates() {
-    let fake = fake().await;
-    let pki = Pki::new(&["localhost"]);
-    let front = pki.front(fake.local_addr()).await;
-    let base = format!("https://localhost:{}/api/v1", front.addr.port());
+    let TlsBigId {
+        fake,
+        pki,
+        base,
+        front: _front,
+    } = TlsBigId::start("localhost", "localhost").await;
 
     let bundle = format!("{}\n{}", pki.other_ca_pem, pki.ca_pem);
     let bundle = harness::temp_file("bundle.pem", &bundle);
@@ -584,10 +558,12 @@ async fn a_ca_file_may_hold_several_certificates() {
 
 #[tokio::test]
 async fn a_certificate_for_another_host_is_named_as_such() {
-    let fake = fake().await;
-    let pki = Pki::new(&["bigid.example.com"]);
-    let front = pki.front(fake.local_addr()).await;
-    let base = format!("https://127.0.0.1:{}/api/v1", front.addr.port());
+    let TlsBigId {
+        fake,
+        pki,
+        base,
+        front: _front,
+    } = TlsBigId::start("bigid.example.com", "127.0.0.1").await;
     let ca = harness::temp_file("ca.pem", &pki.ca_pem);
     let base = base.parse().expect("url");
     let mcp = in_process(&base, |c| c.ca_cert = Some(ca.path().to_owned())).await;
@@ -601,8 +577,7 @@ async fn a_certificate_for_another_host_is_named_as_such() {
 
 #[tokio::test]
 async fn a_fresh_system_token_is_reused() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     let first = mcp.refresh().await.ok();
     let second = mcp.refresh().await.ok();
     assert_eq!(first.field("cached"), false);
@@ -615,8 +590,7 @@ async fn a_fresh_system_token_is_reused() {
 
 #[tokio::test]
 async fn a_token_is_not_reused_within_a_minute_of_its_expiry() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     // 62 s: reusable for 1-2 s (exp has whole seconds), then inside the margin.
     fake.set_token_ttl(Some(Duration::from_secs(62)));
     let first = mcp.refresh().await.ok();
@@ -641,8 +615,7 @@ async fn a_token_is_not_reused_within_a_minute_of_its_expiry() {
 
 #[tokio::test]
 async fn tokens_without_exp_are_not_cached() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     fake.set_token_ttl(None);
     let first = mcp.refresh().await.ok();
     let second = mcp.refresh().await.ok();
@@ -655,8 +628,7 @@ async fn tokens_without_exp_are_not_cached() {
 
 #[tokio::test]
 async fn force_refresh_bypasses_and_replaces_the_cached_token() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     let first = mcp.refresh().await.ok();
     let forced = mcp
         .call("refresh_access_token", json!({"force_refresh": true}))
@@ -673,8 +645,7 @@ async fn force_refresh_bypasses_and_replaces_the_cached_token() {
 
 #[tokio::test]
 async fn no_token_cache_asks_bigid_every_time() {
-    let fake = fake().await;
-    let mcp = binary(&["--bigid-url", &url(&fake), "--no-token-cache"], &ALICE).await;
+    let (fake, mcp) = fake_binary(&["--no-token-cache"]).await;
     let first = mcp.refresh().await.ok();
     let second = mcp.refresh().await.ok();
     assert_eq!(first.field("cached"), false);
@@ -685,8 +656,7 @@ async fn no_token_cache_asks_bigid_every_time() {
 
 #[tokio::test]
 async fn twenty_concurrent_refreshes_make_one_upstream_request() {
-    let fake = fake().await;
-    let mcp = binary(&["--bigid-url", &url(&fake)], &ALICE).await;
+    let (fake, mcp) = fake_binary(&[]).await;
     // Slow enough that all twenty calls arrive while the first is in flight.
     fake.set_fault(Fault::Slow(Duration::from_millis(800)));
     let calls = (0..20).map(|_| mcp.refresh());
@@ -706,8 +676,7 @@ async fn twenty_concurrent_refreshes_make_one_upstream_request() {
 
 #[tokio::test]
 async fn failures_are_not_cached() {
-    let fake = fake().await;
-    let mcp = in_process(fake.url(), |_| {}).await;
+    let (fake, mcp) = fake_in_process(|_| {}).await;
     fake.fail_times(3, 503);
     mcp.refresh().await.err();
     let next = mcp.refresh().await.ok();
@@ -804,12 +773,13 @@ async fn https_proxy_tunnels_to_a_private_ca_bigid() {
     let Some(alias) = alias_or_skip("https_proxy_tunnels_to_a_private_ca_bigid") else {
         return;
     };
-    let fake = fake().await;
-    let pki = Pki::new(&[&alias]);
-    let front = pki.front(fake.local_addr()).await;
-    let proxy = Relay::proxy(front.addr).await;
-    let base = format!("https://{alias}:{}/api/v1", front.addr.port());
-    let ca = harness::temp_file("ca.pem", &pki.ca_pem);
+    let ProxiedTls {
+        fake,
+        front,
+        proxy,
+        base,
+        ca,
+    } = ProxiedTls::start(&alias).await;
 
     let env = with_proxy_env(&proxy, &[]);
     let mcp = binary(
@@ -834,12 +804,13 @@ async fn check_goes_through_the_proxy_too() {
     let Some(alias) = alias_or_skip("check_goes_through_the_proxy_too") else {
         return;
     };
-    let fake = fake().await;
-    let pki = Pki::new(&[&alias]);
-    let front = pki.front(fake.local_addr()).await;
-    let proxy = Relay::proxy(front.addr).await;
-    let base = format!("https://{alias}:{}/api/v1", front.addr.port());
-    let ca = harness::temp_file("ca.pem", &pki.ca_pem);
+    let ProxiedTls {
+        fake,
+        front: _front,
+        proxy,
+        base,
+        ca,
+    } = ProxiedTls::start(&alias).await;
     let env = with_proxy_env(&proxy, &[]);
     let args = ["--bigid-url", &base, "--ca-cert", ca.arg(), "check"];
     let out = check(&args, &as_refs(&env)).await;
@@ -969,10 +940,12 @@ async fn check_reports_a_connect_timeout() {
 
 #[tokio::test]
 async fn check_names_the_ca_problem_and_passes_with_the_ca() {
-    let fake = fake().await;
-    let pki = Pki::new(&["localhost"]);
-    let front = pki.front(fake.local_addr()).await;
-    let base = format!("https://localhost:{}/api/v1", front.addr.port());
+    let TlsBigId {
+        fake: _fake,
+        pki,
+        base,
+        front: _front,
+    } = TlsBigId::start("localhost", "localhost").await;
 
     let out = check(&["--bigid-url", &base, "check"], &ALICE).await;
     assert_eq!(out.code, 1, "{}", out.stdout);

@@ -1,6 +1,6 @@
-//! HTTP-side helpers for the load, chaos, resource and shutdown tests: the
-//! binary serving `--transport http`, rmcp's Streamable HTTP client, a small
-//! legacy SSE client, and reading a token's user back out of its JWT.
+//! HTTP-side helpers for the end-to-end HTTP tests: the binary serving
+//! `--transport http`, rmcp's Streamable HTTP client, the legacy SSE
+//! client, and reading a token's user back out of its JWT.
 
 use std::{process::Stdio, time::Duration};
 
@@ -67,7 +67,14 @@ impl HttpServer {
         args.extend_from_slice(extra_args);
         let mut all_env = vec![("MCP_AUTH_TOKEN", MCP_TOKEN), ("RUST_LOG", "trace")];
         all_env.extend_from_slice(env);
-        let mut child = binary(&args, &all_env)
+        Self::spawn(&args, &all_env).await
+    }
+
+    /// Starts the binary with exactly `args` and `env` (on a clean contract
+    /// environment) and waits for its ready line; for tests that need
+    /// another token, no token, or `--demo`.
+    pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut child = binary(args, env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -181,8 +188,15 @@ impl HttpServer {
 
 /// rmcp's Streamable HTTP client, initialized, with the bearer token.
 pub async fn streamable(base: &str) -> anyhow::Result<Client> {
-    let config =
-        StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header(MCP_TOKEN);
+    streamable_with(base, Some(MCP_TOKEN)).await
+}
+
+/// rmcp's Streamable HTTP client, initialized, with `token` as bearer if any.
+pub async fn streamable_with(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"));
+    if let Some(token) = token {
+        config = config.auth_header(token);
+    }
     let transport = StreamableHttpClientTransport::with_client(http_client(), config);
     Ok(timeout(WAIT, client_config().serve(transport)).await??)
 }
@@ -210,22 +224,28 @@ pub fn token_and_user(structured: &Value) -> Option<(String, String)> {
 pub struct Legacy {
     http: reqwest::Client,
     base: String,
+    token: Option<String>,
     response: reqwest::Response,
     buffer: String,
-    /// The bearer token sent with every request.
-    token: String,
+    comments: usize,
+    next_id: u64,
     /// `/message?sessionId=…`.
     pub endpoint: String,
 }
 
 impl Legacy {
-    /// Opens the stream, reads `endpoint`, and does the handshake.
+    /// Opens the stream with [`MCP_TOKEN`], reads `endpoint`, and does the
+    /// handshake (as request id 0).
     pub async fn connect(base: &str) -> anyhow::Result<Self> {
-        Self::connect_as(base, MCP_TOKEN).await
+        let mut legacy = Self::open(base, Some(MCP_TOKEN)).await?;
+        legacy.handshake(0, "reliability").await?;
+        Ok(legacy)
     }
 
-    /// [`Legacy::connect`] with another bearer token.
-    pub async fn connect_as(base: &str, token: &str) -> anyhow::Result<Self> {
+    /// Opens the stream (with `token` as bearer, if any) and reads the
+    /// `endpoint` event, which must come first; no handshake.
+    pub async fn open(base: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        // First: building it installs the crypto provider the stream's client needs.
         let http = http_client();
         // No whole-request timeout on the stream: it lives as long as the
         // session. Each read of it is bounded in `next_event` instead.
@@ -233,46 +253,69 @@ impl Legacy {
             .no_proxy()
             .connect_timeout(WAIT)
             .build()?;
-        let response = stream_client
-            .get(format!("{base}/sse"))
-            .bearer_auth(token)
-            .send()
-            .await?;
+        let mut request = stream_client.get(format!("{base}/sse"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = timeout(WAIT, request.send()).await??;
         ensure!(response.status() == 200, "GET /sse: {}", response.status());
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        ensure!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
         let mut legacy = Self {
             http,
             base: base.to_owned(),
+            token: token.map(str::to_owned),
             response,
             buffer: String::new(),
-            token: token.to_owned(),
+            comments: 0,
+            next_id: 0,
             endpoint: String::new(),
         };
-        let (event, data) = legacy.next_event().await?.context("no endpoint event")?;
+        let (event, data) = legacy
+            .next_event()
+            .await?
+            .context("stream ended before `endpoint`")?;
         ensure!(event == "endpoint", "first event {event}: {data}");
+        ensure!(data.starts_with("/message?sessionId="), "{data}");
         legacy.endpoint = data;
-        legacy
-            .post(
-                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": "2024-11-05", "capabilities": {},
-                "clientInfo": {"name": "reliability", "version": "0"}}}),
-            )
-            .await?;
-        let init = legacy.answer(0).await?;
-        ensure!(init.get("result").is_some(), "{init}");
-        legacy
-            .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await?;
         Ok(legacy)
     }
 
+    /// The 2024-11-05 handshake, as the next request id; returns the answer.
+    pub async fn initialize(&mut self) -> anyhow::Result<Value> {
+        self.next_id += 1;
+        self.handshake(self.next_id, "legacy-sse-test").await
+    }
+
+    async fn handshake(&mut self, id: u64, client: &str) -> anyhow::Result<Value> {
+        let init = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+            "protocolVersion": "2024-11-05", "capabilities": {},
+            "clientInfo": {"name": client, "version": "0"}}});
+        self.post(&init).await?;
+        let answer = self.answer(id).await?;
+        ensure!(answer.get("result").is_some(), "{answer}");
+        self.notify("notifications/initialized").await?;
+        Ok(answer)
+    }
+
     /// The next SSE event (name, data), or `None` at the end of the stream.
+    /// Each read is bounded by [`WAIT`]; comment lines are counted.
     pub async fn next_event(&mut self) -> anyhow::Result<Option<(String, String)>> {
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 let (mut event, mut data) = (None, Vec::new());
                 for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some(v) = line.strip_prefix("event:") {
                         event = Some(v.trim().to_owned());
                     } else if let Some(v) = line.strip_prefix("data:") {
                         data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
@@ -290,28 +333,65 @@ impl Legacy {
         }
     }
 
-    /// POSTs one message; expects 202.
+    /// SSE comment lines (keep-alives) read so far.
+    pub fn comments(&self) -> usize {
+        self.comments
+    }
+
+    /// POSTs one message; expects 202 with the body `Accepted`.
     pub async fn post(&self, message: &Value) -> anyhow::Result<()> {
         let response = self.post_raw(message.to_string()).await?;
         let status = response.status();
-        ensure!(
-            status == 202,
-            "POST /message: {status}: {}",
-            response.text().await?
-        );
+        let body = response.text().await?;
+        ensure!(status == 202, "POST /message: {status}: {body}");
+        ensure!(body == "Accepted", "POST /message: 202 with {body:?}");
         Ok(())
+    }
+
+    /// This session's `/message?sessionId=…` URL.
+    pub fn message_url(&self) -> String {
+        format!("{}{}", self.base, self.endpoint)
     }
 
     /// POSTs a raw body to this session's endpoint.
     pub async fn post_raw(&self, body: String) -> anyhow::Result<reqwest::Response> {
-        Ok(self
+        let mut request = self
             .http
-            .post(format!("{}{}", self.base, self.endpoint))
-            .bearer_auth(&self.token)
+            .post(self.message_url())
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?)
+            .body(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        Ok(request.send().await?)
+    }
+
+    /// Sends a notification; expects 202.
+    pub async fn notify(&self, method: &str) -> anyhow::Result<()> {
+        self.post(&json!({"jsonrpc": "2.0", "method": method}))
+            .await
+            .with_context(|| format!("notification {method}"))
+    }
+
+    /// Posts a request with the next id (expects 202) and reads events
+    /// until its answer.
+    pub async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await
+            .with_context(|| format!("request {method}"))?;
+        self.answer(id).await
+    }
+
+    /// Calls a tool; returns the JSON-RPC result object, which must not be an error.
+    pub async fn call_tool(&mut self, name: &str, arguments: Value) -> anyhow::Result<Value> {
+        let answer = self
+            .request("tools/call", json!({"name": name, "arguments": arguments}))
+            .await?;
+        let result = answer.get("result").context("no result")?.clone();
+        ensure!(result["isError"] != json!(true), "tool failed: {result}");
+        Ok(result)
     }
 
     /// Reads events until the answer to request `id`.

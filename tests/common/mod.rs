@@ -77,14 +77,33 @@ pub async fn connect_in_process(
     Ok(tokio::time::timeout(WAIT, client_config().serve(client_io)).await??)
 }
 
-/// The real binary, spawned with a clean contract environment plus `env`.
+/// The real binary, spawned with a clean contract environment plus `env`:
+/// the contract's variables, and any other `BIGID_*`, `MCP_*` or proxy
+/// variable of the host (`NO_PROXY` too), never leak in.
 pub fn binary(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bigid-auth-mcp"));
     command.args(args).kill_on_drop(true);
     for name in CONTRACT_ENV {
         command.env_remove(name);
     }
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("BIGID_")
+            || text.starts_with("MCP_")
+            || text.to_ascii_lowercase().contains("proxy")
+        {
+            command.env_remove(&name);
+        }
+    }
     command.envs(env.iter().copied());
+    command
+}
+
+/// The real binary with exactly `env` and nothing inherited from the host
+/// (not even `PATH`), for tests that pin the whole environment.
+pub fn bare_binary(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut command = binary(args, &[]);
+    command.env_clear().envs(env.iter().copied());
     command
 }
 

@@ -9,12 +9,14 @@ use std::{
     time::Duration,
 };
 
+use crate::common::bare_binary;
 use bigid_auth_mcp::{
     bigid,
     config::{
         AuthScheme, BigIdConfig, DEMO_PASSWORD, DEMO_USER_TOKEN, DEMO_USERNAME, Defaults,
         RefreshMethod,
     },
+    demo::FakeBigId,
     secret::Secret,
     server::BigIdServer,
 };
@@ -36,9 +38,6 @@ use tokio::{
 
 /// Upper bound for anything a test waits on.
 pub const WAIT: Duration = Duration::from_secs(20);
-
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_bigid-auth-mcp");
 
 /// Awaits `future` for at most [`WAIT`], failing the test beyond that.
 pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
@@ -152,7 +151,7 @@ fn client_config() -> ClientConfig {
         ClientCapabilities::default(),
         Implementation::new("upstream-tests", "0.0.0"),
     )
-    // Pinned: the newest version changes the wire format (see RMCP-NOTES §0.5).
+    // Pinned: replies to newer protocol versions add fields (`resultType`), which would change what these tests compare.
     .with_protocol_version(ProtocolVersion::V_2025_11_25)
 }
 
@@ -202,13 +201,9 @@ pub async fn in_process(url: &Url, tweak: impl FnOnce(&mut BigIdConfig)) -> Mcp 
 /// The binary on stdio, with exactly these arguments and environment
 /// (nothing inherited: no proxy or BIGID_* variable of the host leaks in).
 pub async fn binary(args: &[&str], env: &[(&str, &str)]) -> Mcp {
-    let mut command = tokio::process::Command::new(BIN);
-    command
-        .env_clear()
-        .env("RUST_LOG", "bigid_auth_mcp=debug,info")
-        .envs(env.iter().copied())
-        .args(args);
-    let (transport, stderr) = TokioChildProcess::builder(command)
+    let mut all_env = vec![("RUST_LOG", "bigid_auth_mcp=debug,info")];
+    all_env.extend_from_slice(env);
+    let (transport, stderr) = TokioChildProcess::builder(bare_binary(args, &all_env))
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the binary");
@@ -232,6 +227,104 @@ pub async fn binary(args: &[&str], env: &[(&str, &str)]) -> Mcp {
     Mcp {
         client,
         stderr: log,
+    }
+}
+
+/// Credentials the binary gets from its environment; the fake accepts them.
+pub const ALICE: [(&str, &str); 3] = [
+    ("BIGID_USERNAME", "alice"),
+    ("BIGID_PASSWORD", "alice-password"),
+    ("BIGID_USER_TOKEN", "demo-user-token-alice"),
+];
+
+/// A fake BigID on an ephemeral loopback port.
+pub async fn fake() -> FakeBigId {
+    bounded("start the fake", FakeBigId::start())
+        .await
+        .expect("fake BigID")
+}
+
+/// A fake BigID, and the tool layer in this process in front of it with
+/// the default settings changed by `tweak`.
+pub async fn fake_in_process(tweak: impl FnOnce(&mut BigIdConfig)) -> (FakeBigId, Mcp) {
+    let fake = fake().await;
+    let mcp = in_process(fake.url(), tweak).await;
+    (fake, mcp)
+}
+
+/// A fake BigID, and the binary on stdio in front of it with `extra`
+/// arguments and Alice's credentials in its environment.
+pub async fn fake_binary(extra: &[&str]) -> (FakeBigId, Mcp) {
+    let fake = fake().await;
+    let url = fake.url().to_string();
+    let mut args = vec!["--bigid-url", url.as_str()];
+    args.extend_from_slice(extra);
+    let mcp = binary(&args, &ALICE).await;
+    (fake, mcp)
+}
+
+/// A fake BigID behind a TLS front whose certificate a test CA signed.
+pub struct TlsBigId {
+    /// The BigID behind the front.
+    pub fake: FakeBigId,
+    /// The CA that signed the front's certificate, and another one.
+    pub pki: Pki,
+    /// The TLS front (its log says how handshakes went).
+    pub front: Relay,
+    /// `https://URL_HOST:PORT/api/v1` of the front.
+    pub base: String,
+}
+
+impl TlsBigId {
+    /// Starts the fake and a front with a certificate for `cert_host`,
+    /// addressed as `url_host` in `base`.
+    pub async fn start(cert_host: &str, url_host: &str) -> Self {
+        let fake = fake().await;
+        let pki = Pki::new(&[cert_host]);
+        let front = pki.front(fake.local_addr()).await;
+        let base = format!("https://{url_host}:{}/api/v1", front.addr.port());
+        Self {
+            fake,
+            pki,
+            front,
+            base,
+        }
+    }
+}
+
+/// A fake BigID behind a TLS front whose certificate, for `host`, a test CA
+/// signed; the front reached through a logging HTTP proxy.
+pub struct ProxiedTls {
+    /// The BigID behind it all.
+    pub fake: FakeBigId,
+    /// The TLS front (its log says how handshakes went).
+    pub front: Relay,
+    /// The proxy (its log lists the tunnels it opened).
+    pub proxy: Relay,
+    /// `https://host:PORT/api/v1` of the front.
+    pub base: String,
+    /// The test CA's certificate, as a file for `--ca-cert`.
+    pub ca: TempFile,
+}
+
+impl ProxiedTls {
+    /// Starts the fake, the front for `host` and the proxy.
+    pub async fn start(host: &str) -> Self {
+        let TlsBigId {
+            fake,
+            pki,
+            front,
+            base,
+        } = TlsBigId::start(host, host).await;
+        let proxy = Relay::proxy(front.addr).await;
+        let ca = temp_file("ca.pem", &pki.ca_pem);
+        Self {
+            fake,
+            front,
+            proxy,
+            base,
+            ca,
+        }
     }
 }
 
@@ -260,13 +353,7 @@ impl Checked {
 pub async fn check(args: &[&str], env: &[(&str, &str)]) -> Checked {
     let output = bounded(
         "check",
-        tokio::process::Command::new(BIN)
-            .env_clear()
-            .envs(env.iter().copied())
-            .args(args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
+        bare_binary(args, env).stdin(Stdio::null()).output(),
     )
     .await
     .expect("run check");
