@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand, ValueEnum, builder::TypedValueParser as _};
 use reqwest::Url;
 
-use crate::secret::Secret;
+use crate::{
+    oauth::{self, OAuthSettings, settings::SettingsError},
+    secret::Secret,
+};
 
 /// Demo credentials: public, printed on start-up, accepted only by the demo BigID.
 pub const DEMO_USERNAME: &str = "demo";
@@ -34,6 +37,11 @@ pub const ENVIRONMENT: &[&str] = &[
     "MCP_ALLOWED_ORIGINS",
     "MCP_STATELESS",
     "MCP_MAX_CONNECTIONS",
+    "MCP_PUBLIC_URL",
+    "MCP_OAUTH_ISSUER",
+    "MCP_OAUTH_AUDIENCES",
+    "MCP_OAUTH_SCOPES",
+    "MCP_OAUTH_ALGORITHMS",
     "LOG_FORMAT",
     "RUST_LOG",
     "HTTP_PROXY",
@@ -115,6 +123,44 @@ pub struct Cli {
     /// Serve /mcp without server-side sessions (for several instances behind a load balancer).
     #[arg(global = true, long, env = "MCP_STATELESS")]
     pub stateless: bool,
+
+    /// The server's base URL as clients reach it, e.g. https://mcp.example.com (the OAuth resource is this URL + /mcp).
+    #[arg(global = true, long, env = "MCP_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Enable OAuth: the authorization server's issuer, exactly as in its metadata.
+    #[arg(global = true, long, env = "MCP_OAUTH_ISSUER", value_name = "URL")]
+    pub oauth_issuer: Option<String>,
+
+    /// An `aud` value accepted in access tokens (repeatable); default: the public URL + /mcp.
+    #[arg(
+        global = true,
+        long = "oauth-audience",
+        env = "MCP_OAUTH_AUDIENCES",
+        value_name = "AUD",
+        value_delimiter = ','
+    )]
+    pub oauth_audiences: Vec<String>,
+
+    /// A scope every access token must carry (repeatable).
+    #[arg(
+        global = true,
+        long = "oauth-scope",
+        env = "MCP_OAUTH_SCOPES",
+        value_name = "SCOPE",
+        value_delimiter = ','
+    )]
+    pub oauth_scopes: Vec<String>,
+
+    /// An accepted JWS algorithm (repeatable); default RS256, PS256, ES256.
+    #[arg(
+        global = true,
+        long = "oauth-algorithm",
+        env = "MCP_OAUTH_ALGORITHMS",
+        value_name = "ALG",
+        value_delimiter = ','
+    )]
+    pub oauth_algorithms: Vec<String>,
 
     /// Do not reuse still-valid system tokens.
     #[arg(global = true, long)]
@@ -300,6 +346,8 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     /// Serve `/mcp` without server-side sessions.
     pub stateless: bool,
+    /// OAuth resource-server settings, when `--oauth-issuer` is set.
+    pub oauth: Option<OAuthSettings>,
 }
 
 /// A configuration problem, reported before anything starts.
@@ -322,10 +370,11 @@ pub enum ConfigError {
     /// The timeout is not a positive number of seconds.
     #[error("BIGID_TIMEOUT must be a number of seconds between 0.1 and 3600, not {0}")]
     BadTimeout(String),
-    /// A non-loopback bind without a bearer token.
+    /// A non-loopback bind without a bearer token or OAuth.
     #[error(
-        "refusing to listen on {0} without MCP_AUTH_TOKEN: anyone who can reach it could \
-         obtain BigID tokens. Set MCP_AUTH_TOKEN, or bind a loopback address such as 127.0.0.1:8000"
+        "refusing to listen on {0} without MCP_AUTH_TOKEN or OAuth: anyone who can reach it \
+         could obtain BigID tokens. Set MCP_AUTH_TOKEN, or --oauth-issuer with --public-url, \
+         or bind a loopback address such as 127.0.0.1:8000"
     )]
     UnprotectedBind(SocketAddr),
     /// `MCP_AUTH_TOKEN` is too short to resist guessing.
@@ -334,6 +383,9 @@ pub enum ConfigError {
          use a long random value, e.g. the output of `openssl rand -hex 32`"
     )]
     ShortAuthToken,
+    /// The OAuth settings are incomplete or wrong.
+    #[error(transparent)]
+    OAuth(#[from] SettingsError),
     /// An allowed origin that is not `scheme://host[:port]`.
     #[error("allowed origin `{0}` is not of the form scheme://host[:port]")]
     BadOrigin(String),
@@ -403,7 +455,27 @@ impl Config {
                 {
                     return Err(ConfigError::ShortAuthToken);
                 }
-                if auth_token.is_none() && !cli.bind.ip().is_loopback() {
+                let public_url = cli
+                    .public_url
+                    .as_deref()
+                    .filter(|u| !u.trim().is_empty())
+                    .map(oauth::settings::public_url)
+                    .transpose()?;
+                let oauth = cli
+                    .oauth_issuer
+                    .as_deref()
+                    .filter(|i| !i.trim().is_empty())
+                    .map(|issuer| {
+                        OAuthSettings::new(
+                            issuer,
+                            public_url.as_deref(),
+                            &cli.oauth_audiences,
+                            &cli.oauth_scopes,
+                            &cli.oauth_algorithms,
+                        )
+                    })
+                    .transpose()?;
+                if auth_token.is_none() && oauth.is_none() && !cli.bind.ip().is_loopback() {
                     return Err(ConfigError::UnprotectedBind(cli.bind));
                 }
                 let allowed_origins = cli
@@ -418,6 +490,7 @@ impl Config {
                     auth_token,
                     allowed_origins,
                     stateless: cli.stateless,
+                    oauth,
                 })
             }
         };
@@ -647,6 +720,46 @@ mod tests {
         };
         assert_eq!(http.auth_token.unwrap().expose(), "t0k-long-enough-16");
         assert!(!format!("{:?}", ok.defaults).contains("demo-user-token"));
+    }
+
+    #[test]
+    fn oauth_needs_public_url_and_protects_a_public_bind() {
+        let http = ["--demo", "--transport", "http", "--bind", "0.0.0.0:8000"];
+        let err = config(
+            &[&http[..], &["--oauth-issuer", "https://idp.example.com"]].concat(),
+            &[],
+        );
+        assert_eq!(
+            err.unwrap_err(),
+            ConfigError::OAuth(SettingsError::MissingPublicUrl)
+        );
+        let cfg = config(&http, &[]);
+        assert!(matches!(cfg, Err(ConfigError::UnprotectedBind(_))));
+        let cli = Cli::try_parse_from(
+            ["x"]
+                .iter()
+                .chain(http.iter())
+                .copied()
+                .chain(["--oauth-scope", "mcp:tools"]),
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "MCP_PUBLIC_URL" => Some("https://mcp.example.com/".to_owned()),
+            "MCP_OAUTH_ISSUER" => Some("https://idp.example.com".to_owned()),
+            _ => None,
+        };
+        // clap reads env itself; this checks the flag path and the validation.
+        let cli = Cli {
+            public_url: env("MCP_PUBLIC_URL"),
+            oauth_issuer: env("MCP_OAUTH_ISSUER"),
+            ..cli
+        };
+        let Transport::Http(http) = Config::from_cli(cli, |_| None).unwrap().transport else {
+            panic!("http transport expected")
+        };
+        let oauth = http.oauth.unwrap();
+        assert_eq!(oauth.resource, "https://mcp.example.com/mcp");
+        assert_eq!(oauth.scopes, ["mcp:tools"]);
     }
 
     #[test]

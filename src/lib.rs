@@ -12,6 +12,8 @@ mod error_chain;
 pub mod flows;
 pub mod host_env;
 pub mod jwt;
+pub mod oauth;
+pub mod principal;
 pub mod scrub;
 pub mod secret;
 pub mod server;

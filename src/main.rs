@@ -59,7 +59,15 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("bigid-auth-mcp: {e:#}");
-            ExitCode::FAILURE
+            // An issuer that cannot be used is a configuration problem, like
+            // the ones Config::from_cli reports.
+            if e.downcast_ref::<bigid_auth_mcp::oauth::StartError>()
+                .is_some()
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

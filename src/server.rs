@@ -19,8 +19,11 @@ use crate::{
     bigid,
     config::Defaults,
     flows::Flows,
+    principal::Principal,
     skill,
-    tools::{Args, CreateSessionArgs, RefreshArgs, RefreshOutput, SessionOutput, ToolError},
+    tools::{
+        Args, Caller, CreateSessionArgs, RefreshArgs, RefreshOutput, SessionOutput, ToolError,
+    },
 };
 
 /// What every session of the server shares.
@@ -79,11 +82,12 @@ impl BigIdServer {
     )]
     async fn create_session(
         &self,
+        Caller(caller): Caller,
         Args(args): Args<CreateSessionArgs>,
     ) -> Result<Json<SessionOutput>, ToolError> {
         let started = Instant::now();
         let result = self.open_session(args).await;
-        log_outcome("create_session", started, &result);
+        log_outcome(&caller, "create_session", started, &result);
         result
     }
 
@@ -115,11 +119,12 @@ impl BigIdServer {
     )]
     async fn refresh_access_token(
         &self,
+        Caller(caller): Caller,
         Args(args): Args<RefreshArgs>,
     ) -> Result<Json<RefreshOutput>, ToolError> {
         let started = Instant::now();
         let result = self.system_token(args).await;
-        log_outcome("refresh_access_token", started, &result);
+        log_outcome(&caller, "refresh_access_token", started, &result);
         result
     }
 
@@ -135,13 +140,18 @@ impl BigIdServer {
     }
 }
 
-/// One line per call: the tool, how it ended and how long it took; never an
-/// argument or a token. Failures at info, so an operator sees them by default.
-fn log_outcome<T>(tool: &str, started: Instant, result: &Result<T, ToolError>) {
+/// One info line per call: who called, the tool, how it ended and how long
+/// it took; never an argument or a token. The caller's own credential (an
+/// OAuth access token) never reaches BigID: the tools use the server's
+/// configuration or the call's arguments only.
+fn log_outcome<T>(caller: &Principal, tool: &str, started: Instant, result: &Result<T, ToolError>) {
     let elapsed_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    let principal = caller.as_str();
     match result {
-        Ok(_) => tracing::debug!(tool, elapsed_ms, "tool call succeeded"),
-        Err(error) => tracing::info!(tool, elapsed_ms, %error, "tool call failed"),
+        Ok(_) => tracing::info!(principal, tool, outcome = "ok", elapsed_ms, "tool call"),
+        Err(error) => {
+            tracing::info!(principal, tool, outcome = "error", elapsed_ms, %error, "tool call")
+        }
     }
 }
 

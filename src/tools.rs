@@ -3,13 +3,16 @@
 
 use rmcp::{
     ErrorData as McpError,
-    handler::server::{common::FromContextPart, tool::ToolCallContext},
+    handler::server::{
+        common::{AsRequestContext, FromContextPart},
+        tool::ToolCallContext,
+    },
     model::{ContentBlock, IntoContents},
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::{bigid, secret::Secret};
+use crate::{bigid, principal::Principal, secret::Secret};
 
 /// Arguments of `create_session`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -182,6 +185,27 @@ impl<S, T: DeserializeOwned + JsonSchema> FromContextPart<ToolCallContext<'_, S>
     fn from_context_part(ctx: &mut ToolCallContext<'_, S>) -> Result<Self, McpError> {
         let object = ctx.arguments.take().unwrap_or_default();
         Ok(Args(parse_args(serde_json::Value::Object(object))))
+    }
+}
+
+/// The principal a tool call runs as: set by the HTTP layer (on the request
+/// itself for legacy SSE, on the HTTP request parts rmcp attaches for
+/// Streamable HTTP); `local` for stdio.
+pub struct Caller(pub Principal);
+
+impl<S> FromContextPart<ToolCallContext<'_, S>> for Caller {
+    fn from_context_part(ctx: &mut ToolCallContext<'_, S>) -> Result<Self, McpError> {
+        let extensions = &ctx.as_request_context().extensions;
+        let principal = extensions
+            .get::<Principal>()
+            .or_else(|| {
+                extensions
+                    .get::<axum::http::request::Parts>()
+                    .and_then(|parts| parts.extensions.get::<Principal>())
+            })
+            .cloned()
+            .unwrap_or_else(Principal::local);
+        Ok(Caller(principal))
     }
 }
 

@@ -157,6 +157,7 @@ fn legacy_message_bodies_and_queries_never_panic_echo_or_break_the_server() -> a
             auth_token: Some(Secret::new(MCP_TOKEN)),
             allowed_origins: Vec::new(),
             stateless: false,
+            oauth: None,
         };
         let running = http::start(listener, server, &http_config, Limits::default())?;
         let base = format!("http://{}", running.local_addr());

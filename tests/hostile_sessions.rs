@@ -511,6 +511,7 @@ async fn a_session_that_never_sends_initialized_is_closed_after_the_init_timeout
         auth_token: Some(Secret::new(MCP_TOKEN)),
         allowed_origins: vec![],
         stateless: false,
+        oauth: None,
     };
     let limits = Limits {
         init_timeout: Duration::from_millis(500),

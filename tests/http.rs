@@ -85,6 +85,7 @@ impl Harness {
             auth_token: options.token.then(|| Secret::new(TOKEN)),
             allowed_origins: vec![ALLOWED_ORIGIN.into()],
             stateless: options.stateless,
+            oauth: None,
         };
         let running = http::start(
             listener,

@@ -339,6 +339,7 @@ impl Isolated {
             auth_token: Some(Secret::new(MCP_TOKEN)),
             allowed_origins: Vec::new(),
             stateless: false,
+            oauth: None,
         };
         let running = http::start(listener, server, &config, limits)?;
         let base = format!("http://{}", running.local_addr());

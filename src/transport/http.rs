@@ -2,7 +2,8 @@
 //! HTTP+SSE transport at `/sse` + `/message`, and `/healthz`.
 //!
 //! Request path: access log → Host check (loopback binds) → Origin check →
-//! bearer auth → body limit → shutdown gate → route. The connection loop is
+//! authentication (`MCP_AUTH_TOKEN` and/or OAuth; the metadata documents and
+//! `/healthz` need none) → body limit → shutdown gate → route. The connection loop is
 //! hyper's own rather than `axum::serve`, for two things axum does not
 //! expose: a header read timeout (slowloris) and a bounded graceful shutdown.
 
@@ -31,15 +32,18 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    auth::{self, Auth},
     connections::{self, BusyMarker, Connections},
     drain::Drain,
     legacy_sse,
     middleware::{self, BearerToken, BodyLimit, OriginPolicy, error_response},
+    owners::{self, SessionOwners},
     refusals,
     request_ids::{self, RequestIds},
+    resource_metadata,
     sessions::{CappedSessionManager, SessionSlots},
 };
-use crate::{config::HttpConfig, server::BigIdServer};
+use crate::{config::HttpConfig, oauth::Verifier, server::BigIdServer};
 
 /// Resource limits and timings of the HTTP transport. The defaults suit a
 /// real deployment; tests shrink them.
@@ -100,7 +104,22 @@ pub const MAX_CONNECTIONS_ENV: &str = "MCP_MAX_CONNECTIONS";
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Binds `config.bind`, serves until SIGINT/SIGTERM, then shuts down gracefully.
+/// With OAuth configured, the issuer's metadata and keys are read first: a
+/// failure there is a [`crate::oauth::StartError`] and nothing is served.
 pub async fn serve(server: BigIdServer, config: &HttpConfig) -> anyhow::Result<()> {
+    let verifier = match &config.oauth {
+        Some(settings) => {
+            let verifier = Verifier::start(settings.clone()).await?;
+            tracing::info!(
+                issuer = %settings.issuer,
+                jwks_uri = verifier.jwks_uri(),
+                "OAuth: accepting access tokens for {}",
+                settings.resource
+            );
+            Some(Arc::new(verifier))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -124,12 +143,9 @@ pub async fn serve(server: BigIdServer, config: &HttpConfig) -> anyhow::Result<(
         limits.max_connections = fitting;
     }
     let grace = limits.shutdown_grace;
-    let running = start(listener, server, config, limits)?;
+    let running = start_with(listener, server, config, limits, verifier)?;
     let addr = running.local_addr();
-    let auth = match config.auth_token {
-        Some(_) => "clients must send Authorization: Bearer <MCP_AUTH_TOKEN>",
-        None => "no bearer token required (MCP_AUTH_TOKEN unset; loopback only)",
-    };
+    let auth = running.auth.describe();
     let mode = if config.stateless { ", stateless" } else { "" };
     // Listening for signals before saying "ready": whoever reads that line
     // may send SIGTERM at once.
@@ -155,6 +171,7 @@ pub async fn serve(server: BigIdServer, config: &HttpConfig) -> anyhow::Result<(
 /// A server running on its own task.
 pub struct Running {
     local_addr: SocketAddr,
+    auth: Arc<Auth>,
     slots: SessionSlots,
     drain: Drain,
     stop: CancellationToken,
@@ -194,18 +211,42 @@ impl Drop for Running {
     }
 }
 
-/// Starts serving on `listener` in the background.
+/// Starts serving on `listener` in the background, without OAuth.
 pub fn start(
     listener: TcpListener,
     server: BigIdServer,
     config: &HttpConfig,
     limits: Limits,
 ) -> io::Result<Running> {
+    start_with(listener, server, config, limits, None)
+}
+
+/// Starts serving on `listener` in the background; `verifier` checks OAuth
+/// access tokens when `config.oauth` is set.
+pub fn start_with(
+    listener: TcpListener,
+    server: BigIdServer,
+    config: &HttpConfig,
+    limits: Limits,
+    verifier: Option<Arc<Verifier>>,
+) -> io::Result<Running> {
     let local_addr = listener.local_addr()?;
     let slots = SessionSlots::new(limits.max_sessions);
     let drain = Drain::default();
     let sessions = CancellationToken::new();
-    let router = app(server, config, &limits, &slots, &drain, &sessions);
+    let auth = Arc::new(Auth::new(
+        config.auth_token.as_ref().map(BearerToken::new),
+        verifier.clone(),
+    ));
+    let router = app(
+        server,
+        config,
+        &limits,
+        &slots,
+        &drain,
+        &sessions,
+        auth.clone(),
+    );
     let stop = CancellationToken::new();
     let task = tokio::spawn(accept_loop(
         listener,
@@ -217,6 +258,7 @@ pub fn start(
     ));
     Ok(Running {
         local_addr,
+        auth,
         slots,
         drain,
         stop,
@@ -233,6 +275,7 @@ pub fn app(
     slots: &SessionSlots,
     drain: &Drain,
     sessions: &CancellationToken,
+    auth: Arc<Auth>,
 ) -> Router {
     let legacy = legacy_sse::router(
         {
@@ -258,10 +301,9 @@ pub fn app(
         .merge(legacy)
         .layer(from_fn_with_state(drain.clone(), middleware::track_calls))
         .layer(from_fn_with_state(body_limit, middleware::limit_body));
-    if let Some(token) = &config.auth_token {
-        let token = Arc::new(BearerToken::new(token));
-        mcp = mcp.layer(from_fn_with_state(token, middleware::require_bearer));
-    }
+    // Always installed: with no authentication configured it marks every
+    // request as the `local` principal.
+    mcp = mcp.layer(from_fn_with_state(auth, auth::authenticate));
     mcp = mcp.layer(from_fn_with_state(
         OriginPolicy::new(&config.allowed_origins),
         middleware::check_origin,
@@ -270,9 +312,11 @@ pub fn app(
         mcp = mcp.layer(from_fn(middleware::check_host));
     }
 
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(mcp)
+    let mut open = Router::new().route("/healthz", get(healthz));
+    if let Some(settings) = &config.oauth {
+        open = open.merge(resource_metadata::router(settings));
+    }
+    open.merge(mcp)
         .fallback(not_found)
         .layer(from_fn(middleware::access_log))
 }
@@ -314,12 +358,17 @@ fn streamable(
     // No priming events: they invite clients to resume, which is off.
     local.session_config.sse_retry = None;
     let ids = RequestIds::default();
-    let manager = CappedSessionManager::new(local, slots.clone(), ids.clone(), limits.init_timeout);
+    let owners = SessionOwners::default();
+    let manager = CappedSessionManager::new(local, slots.clone(), ids.clone(), limits.init_timeout)
+        .with_owners(owners.clone());
     let service =
         StreamableHttpService::new(factory, Arc::new(manager), rmcp_config.with_sse_retry(None));
+    // The owner check runs first: another principal's session id is a 404
+    // before anything about its requests is looked at.
     Router::new()
         .route_service("/mcp", service)
         .route_layer(from_fn_with_state(ids, request_ids::one_answer_per_id))
+        .route_layer(from_fn_with_state(owners, owners::bind_to_owner))
         .route_layer(from_fn_with_state(
             slots.clone(),
             refuse_new_session_when_full,

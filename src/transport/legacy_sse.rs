@@ -16,7 +16,7 @@ use std::{
 };
 
 use axum::{
-    Router,
+    Extension, Router,
     body::Bytes,
     extract::{RawQuery, State},
     http::{HeaderValue, StatusCode},
@@ -29,12 +29,16 @@ use axum::{
 use futures_util::{StreamExt, future, stream};
 use rmcp::{
     ServerHandler, ServiceExt,
-    model::{ClientJsonRpcMessage, ClientNotification, RequestId, ServerJsonRpcMessage},
+    model::{
+        ClientJsonRpcMessage, ClientNotification, GetExtensions, RequestId, ServerJsonRpcMessage,
+    },
     transport::sink_stream::SinkStreamTransport,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, PollSender};
+
+use crate::principal::Principal;
 
 use super::{
     bounded::Bounded,
@@ -63,6 +67,8 @@ pub struct Timings {
 /// One open session, as the POST handler sees it.
 struct Session {
     to_server: mpsc::Sender<ClientJsonRpcMessage>,
+    /// Who opened it; nobody else may post to it.
+    owner: Principal,
     /// Requests whose answer has not yet been written to the event stream;
     /// each holds an [`InFlight`] so shutdown waits for it.
     pending: Mutex<HashMap<RequestId, InFlight>>,
@@ -130,7 +136,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// `GET /sse`: opens a session and streams its messages.
-async fn open_stream<S: ServerHandler>(State(app): State<App<S>>) -> Response {
+async fn open_stream<S: ServerHandler>(
+    State(app): State<App<S>>,
+    principal: Option<Extension<Principal>>,
+) -> Response {
     let Some(slot) = app.slots.try_acquire() else {
         return app.slots.refusal();
     };
@@ -139,6 +148,7 @@ async fn open_stream<S: ServerHandler>(State(app): State<App<S>>) -> Response {
     let (to_client, from_server) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
     let session = Arc::new(Session {
         to_server,
+        owner: principal.map_or_else(Principal::local, |Extension(p)| p),
         pending: Mutex::default(),
     });
     lock(&app.sessions).insert(id.clone(), session.clone());
@@ -248,8 +258,10 @@ fn answered_request(message: &ServerJsonRpcMessage) -> Option<&RequestId> {
 async fn post_message<S: ServerHandler>(
     State(app): State<App<S>>,
     RawQuery(query): RawQuery,
+    principal: Option<Extension<Principal>>,
     body: Bytes,
 ) -> Response {
+    let principal = principal.map_or_else(Principal::local, |Extension(p)| p);
     let session_id = query.as_deref().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "sessionId")
@@ -265,7 +277,11 @@ async fn post_message<S: ServerHandler>(
     let Some(session) = lock(&app.sessions).get(&session_id).cloned() else {
         return unknown_session();
     };
-    let message = match serde_json::from_slice::<ClientJsonRpcMessage>(&body) {
+    if session.owner != principal {
+        tracing::warn!(%principal, "refused a legacy SSE session id opened by another principal");
+        return unknown_session();
+    }
+    let mut message = match serde_json::from_slice::<ClientJsonRpcMessage>(&body) {
         Ok(message) => message,
         // serde's message can quote the offending value, which may be a
         // password: report only where the problem is.
@@ -281,8 +297,12 @@ async fn post_message<S: ServerHandler>(
             );
         }
     };
-    let request = match &message {
-        ClientJsonRpcMessage::Request(r) => Some(r.id.clone()),
+    let request = match &mut message {
+        ClientJsonRpcMessage::Request(r) => {
+            // The handler names the caller in its log line.
+            r.request.extensions_mut().insert(principal);
+            Some(r.id.clone())
+        }
         _ => None,
     };
     if let Some(id) = &request

@@ -1,5 +1,5 @@
-//! The HTTP rules every MCP route shares, one small layer each: bearer auth,
-//! Origin and Host checks (DNS rebinding), a body limit, refusal of new work
+//! The HTTP rules every MCP route shares, one small layer each: the bearer
+//! token's parsing (authentication itself is in `auth`), Origin and Host checks (DNS rebinding), a body limit, refusal of new work
 //! during shutdown, and the access log.
 //!
 //! rmcp has its own Host/Origin checks for `/mcp`; they are switched off in
@@ -32,9 +32,6 @@ use crate::secret::Secret;
 /// Target of the access log lines, so they can be filtered on their own
 /// (e.g. `RUST_LOG=info,bigid_auth_mcp::access=warn`).
 pub const ACCESS_LOG_TARGET: &str = "bigid_auth_mcp::access";
-
-/// The `realm` announced in `WWW-Authenticate`.
-const REALM: &str = "bigid-auth-mcp";
 
 /// A refusal whose body is a JSON-RPC error object, `{"jsonrpc":"2.0","id":null,
 /// "error":{"code":…,"message":…,"data":{"error":code}}}`: SDK-based clients show
@@ -92,7 +89,7 @@ impl BearerToken {
 
     /// Compares digests, so neither the token's length nor how much of a
     /// guess matches shows in the time taken; the fold has no early exit.
-    fn matches(&self, presented: &str) -> bool {
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let diff = self
             .digest
@@ -103,49 +100,14 @@ impl BearerToken {
     }
 }
 
-/// 401 unless the request carries `Authorization: Bearer <MCP_AUTH_TOKEN>`.
-pub async fn require_bearer(
-    State(token): State<Arc<BearerToken>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match bearer(request.headers()) {
-        Some(presented) if token.matches(presented) => next.run(request).await,
-        Some(_) => unauthorized(
-            format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
-            "the bearer token is not valid for this server",
-        ),
-        None => unauthorized(
-            format!("Bearer realm=\"{REALM}\""),
-            "this server requires an Authorization: Bearer header with the token set in MCP_AUTH_TOKEN",
-        ),
-    }
-}
-
 /// The token of an `Authorization: Bearer …` header (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
-}
-
-fn unauthorized(challenge: String, message: &str) -> Response {
-    // Closing after a 401 keeps unauthenticated clients from holding idle
-    // keep-alive connections, which the connection cap would have to spare.
-    let mut response = closing(error_response(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        message,
-    ));
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
-    response
 }
 
 /// Origins allowed besides loopback ones, normalised to `scheme://host[:port]`.
@@ -331,7 +293,7 @@ pub async fn limit_body(State(limit): State<BodyLimit>, request: Request, next: 
 /// Marks a refusal sent before the body was read to its end: the rest of the
 /// body is still on the wire, so the connection cannot carry another request,
 /// and a client that pooled it would see its next request fail.
-fn closing(mut response: Response) -> Response {
+pub(crate) fn closing(mut response: Response) -> Response {
     response.headers_mut().insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),

@@ -2,6 +2,7 @@
 
 use rmcp::service::ServerInitializeError;
 
+pub mod auth;
 pub mod bounded;
 pub mod connections;
 pub mod drain;
@@ -9,8 +10,10 @@ pub mod http;
 pub mod legacy_sse;
 pub mod lines;
 pub mod middleware;
+pub mod owners;
 pub mod refusals;
 pub mod request_ids;
+pub mod resource_metadata;
 pub mod sessions;
 pub mod stdio;
 

@@ -38,6 +38,7 @@ use rmcp::{
 
 use super::{
     middleware::error_response,
+    owners::{OwnerGuard, SessionOwners},
     request_ids::{OpenSession, RequestIds},
 };
 
@@ -147,6 +148,7 @@ pub struct CappedSessionManager {
     slots: SessionSlots,
     ids: RequestIds,
     init_timeout: Duration,
+    owners: SessionOwners,
 }
 
 impl CappedSessionManager {
@@ -164,15 +166,23 @@ impl CappedSessionManager {
             slots,
             ids,
             init_timeout,
+            owners: SessionOwners::default(),
         }
+    }
+
+    /// Records each new session's principal in `owners`.
+    pub fn with_owners(mut self, owners: SessionOwners) -> Self {
+        self.owners = owners;
+        self
     }
 }
 
-/// A session transport that keeps its session's slot and drops answers
-/// to cancelled requests (see [`super::request_ids`]).
+/// A session transport that keeps its session's slot and owner record, and
+/// drops answers to cancelled requests (see [`super::request_ids`]).
 pub struct Slotted<T> {
     inner: T,
     _slot: SessionSlot,
+    _owner: OwnerGuard,
     requests: OpenSession,
     /// Until `notifications/initialized` arrives: when the session ends.
     init_deadline: Option<(Instant, Duration)>,
@@ -237,6 +247,7 @@ impl SessionManager for CappedSessionManager {
         let slot = self.slots.try_acquire().ok_or(CappedError::Full)?;
         let (id, inner) = self.inner.create_session().await?;
         let requests = self.ids.open(id.clone());
+        let owner = self.owners.claim(&id);
         Ok((
             id,
             Slotted {
@@ -244,6 +255,7 @@ impl SessionManager for CappedSessionManager {
                 _slot: slot,
                 requests,
                 init_deadline: Some((Instant::now() + self.init_timeout, self.init_timeout)),
+                _owner: owner,
             },
         ))
     }

@@ -70,14 +70,11 @@ impl HttpServer {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut args = vec![
-            "--bigid-url",
-            bigid_url,
-            "--transport",
-            "http",
-            "--bind",
-            bind,
-        ];
+        let mut args = vec!["--bigid-url", bigid_url, "--transport", "http"];
+        // A test that must know its port up front (a public URL) binds it itself.
+        if !extra_args.contains(&"--bind") {
+            args.extend_from_slice(&["--bind", bind]);
+        }
         args.extend_from_slice(extra_args);
         let mut all_env = vec![("MCP_AUTH_TOKEN", MCP_TOKEN), ("RUST_LOG", "trace")];
         all_env.extend_from_slice(env);
