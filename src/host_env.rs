@@ -15,28 +15,14 @@ use std::ffi::{OsStr, OsString};
 use clap::CommandFactory as _;
 use clap::FromArgMatches as _;
 
-use crate::config::Cli;
+use crate::config::{Cli, ENVIRONMENT};
 
-/// Variables whose values are checked for placeholders: the ones a user
-/// types into a host's configuration (the rest have fixed vocabularies that
-/// clap already checks, and proxies or `RUST_LOG` are not ours to judge).
-const CHECKED: &[&str] = &[
-    "BIGID_URL",
-    "BIGID_USERNAME",
-    "BIGID_PASSWORD",
-    "BIGID_USER_TOKEN",
-    "BIGID_CA_CERT",
-    "BIGID_TIMEOUT",
-    "BIGID_REFRESH_METHOD",
-    "BIGID_AUTH_SCHEME",
-    "BIGID_TOKEN_CACHE",
-    "MCP_TRANSPORT",
-    "MCP_BIND",
-    "MCP_AUTH_TOKEN",
-    "MCP_ALLOWED_ORIGINS",
-    "MCP_STATELESS",
-    "LOG_FORMAT",
-];
+/// Whether a variable's value is checked for placeholders: the ones a user
+/// types into a host's configuration. Proxies and `RUST_LOG` are not ours to
+/// judge.
+fn is_checked(name: &str) -> bool {
+    name.starts_with("BIGID_") || name.starts_with("MCP_") || name == "LOG_FORMAT"
+}
 
 /// True when a host-supplied value means "not set": blank, or a host's
 /// `${user_config.…}` template that the host left unsubstituted.
@@ -81,13 +67,16 @@ pub fn find_placeholder(
     cli: &Cli,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Option<(&'static str, &'static str)> {
-    let from_env = CHECKED.iter().find_map(|&name| {
-        let value = env(name)?;
-        if means_unset(&value) {
-            return None;
-        }
-        placeholder_kind(&value).map(|kind| (name, kind))
-    });
+    let from_env = ENVIRONMENT
+        .iter()
+        .filter(|n| is_checked(n))
+        .find_map(|&name| {
+            let value = env(name)?;
+            if means_unset(&value) {
+                return None;
+            }
+            placeholder_kind(&value).map(|kind| (name, kind))
+        });
     from_env.or_else(|| {
         let flag = |name, value: Option<&str>| value.and_then(placeholder_kind).map(|k| (name, k));
         flag("--bigid-url", cli.bigid_url.as_deref()).or_else(|| {
