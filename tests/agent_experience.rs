@@ -133,15 +133,7 @@ async fn the_inspector_verifies_the_skill_digests() -> anyhow::Result<()> {
 
 /// Runs the binary on stdio with stdin already closed; returns stderr's lines.
 async fn stdio_start(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Vec<String>> {
-    let output = tokio::time::timeout(
-        WAIT,
-        binary(args, env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output(),
-    )
-    .await??;
+    let output = run_to_end(args, env).await?;
     assert!(output.status.success(), "{output:?}");
     assert!(output.stdout.is_empty(), "{output:?}");
     Ok(String::from_utf8(output.stderr)?

@@ -7,7 +7,6 @@ mod common;
 use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
-    process::Stdio,
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -33,15 +32,7 @@ struct Run {
 }
 
 async fn run(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Run> {
-    let output = tokio::time::timeout(
-        WAIT,
-        binary(args, env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output(),
-    )
-    .await??;
+    let output = run_to_end(args, env).await?;
     Ok(Run {
         code: output.status.code(),
         stdout: String::from_utf8(output.stdout)?,

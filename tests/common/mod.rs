@@ -77,6 +77,23 @@ pub async fn connect_in_process(
     Ok(tokio::time::timeout(WAIT, client_config().serve(client_io)).await??)
 }
 
+/// Runs the binary with stdin closed to its end, within [`WAIT`]; its
+/// stdout and stderr are captured.
+pub async fn run_to_end(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<std::process::Output> {
+    Ok(tokio::time::timeout(
+        WAIT,
+        binary(args, env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .output(),
+    )
+    .await??)
+}
+
 /// The real binary, spawned with a clean contract environment plus `env`:
 /// the contract's variables, and any other `BIGID_*`, `MCP_*` or proxy
 /// variable of the host (`NO_PROXY` too), never leak in.
